@@ -1,0 +1,80 @@
+//! `/dev/tokens` and `/dev/rotate`: minting and key rotation over HTTP, for local development
+//! with curl and for tests in other languages (tests/python) that cannot link the library.
+//!
+//! Why these are not under `/_dev/`: they are the dev auth-service's own product surface (what a
+//! developer uses daily), whereas `/_dev/` switches faults and data for tests.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::contract::error;
+use crate::keys::{Alg, SigningKey};
+use crate::state::Shared;
+use crate::tokens::{mint, TokenSpec};
+
+/// Parses a JSON body; an empty body is `T::default()`.
+pub(crate) fn parse_body<T: serde::de::DeserializeOwned + Default>(body: &[u8]) -> Result<T, Response> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    serde_json::from_slice(body).map_err(|e| error(StatusCode::BAD_REQUEST, "bad_request", &e.to_string()))
+}
+
+/// `POST /dev/tokens` with a [`TokenSpec`] → `{"token", "kid", "alg", "claims"}`.
+pub(crate) async fn tokens(State(st): State<Arc<Shared>>, body: Bytes) -> Response {
+    let spec: TokenSpec = match parse_body(&body) {
+        Ok(spec) => spec,
+        Err(resp) => return resp,
+    };
+    match mint(&st, &spec) {
+        Ok(minted) => {
+            tracing::info!(kid = ?minted.kid, alg = %minted.alg, user = ?spec.user_id, "minted a token");
+            Json(minted).into_response()
+        }
+        Err(e) => error(StatusCode::BAD_REQUEST, "bad_request", &format!("{e:#}")),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct RotateRequest {
+    alg: Alg,
+    keep_old: bool,
+}
+
+impl Default for RotateRequest {
+    fn default() -> Self {
+        RotateRequest { alg: Alg::RS256, keep_old: true }
+    }
+}
+
+/// Generates a key and makes it current (RSA keygen runs off the async workers).
+pub(crate) async fn rotate_keys(st: &Shared, alg: Alg, keep_old: bool) -> anyhow::Result<String> {
+    let key = tokio::task::spawn_blocking(move || SigningKey::generate(alg)).await??;
+    let kid = st.keys.write().rotate(key, keep_old);
+    tracing::info!(%kid, %alg, keep_old, "rotated signing key");
+    Ok(kid)
+}
+
+/// `POST /dev/rotate` with `{"alg": "RS256", "keep_old": true}` (both optional) →
+/// `{"kid", "alg", "jwks_kids"}`.
+pub(crate) async fn rotate(State(st): State<Arc<Shared>>, body: Bytes) -> Response {
+    let req: RotateRequest = match parse_body(&body) {
+        Ok(req) => req,
+        Err(resp) => return resp,
+    };
+    match rotate_keys(&st, req.alg, req.keep_old).await {
+        Ok(kid) => {
+            let jwks_kids = st.keys.read().published_kids();
+            Json(json!({"kid": kid, "alg": req.alg, "jwks_kids": jwks_kids})).into_response()
+        }
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, "keygen_failed", &format!("{e:#}")),
+    }
+}

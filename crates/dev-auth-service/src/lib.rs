@@ -1,0 +1,1 @@
+//! dev auth-service (placeholder, being written).

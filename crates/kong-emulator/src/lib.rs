@@ -1,0 +1,1 @@
+//! Kong emulator (placeholder, being written).

@@ -1,0 +1,74 @@
+//! Process settings from the command line, each with a `GHASI_*` environment variable.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::Parser;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Human,
+    Json,
+}
+
+/// Kong external plugin server (MsgPack:1) hosting ghasi-jwt and ghasi-api-key-lookup.
+#[derive(Debug, Parser)]
+#[command(name = "ghasi-plugin-server", version)]
+pub struct Settings {
+    /// Unix socket Kong connects to (kong.conf `pluginserver_<name>_socket`).
+    #[arg(long, env = "GHASI_SOCKET", default_value = "/usr/local/kong/ghasi.socket")]
+    pub socket: PathBuf,
+
+    /// Permissions of the socket file, octal (the nginx worker user must be able to connect).
+    #[arg(long, env = "GHASI_SOCKET_MODE", default_value = "660", value_parser = parse_octal)]
+    pub socket_mode: u32,
+
+    /// Print the plugin descriptions Kong's query_cmd expects, then exit.
+    #[arg(long)]
+    pub dump: bool,
+
+    /// With --dump: describe only this plugin (Kong 3.9+ registers only the first entry).
+    #[arg(long, requires = "dump")]
+    pub plugin: Option<String>,
+
+    /// Serve Prometheus /metrics, /health and /ready on this TCP address (off when unset).
+    #[arg(long, env = "GHASI_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
+
+    /// Log format on stderr (Kong logs the server's output at INFO level).
+    #[arg(long, env = "GHASI_LOG_FORMAT", value_enum, default_value = "human")]
+    pub log_format: LogFormat,
+
+    /// tracing filter, e.g. `info` or `ghasi_plugin_server=debug`.
+    #[arg(long, env = "GHASI_LOG", default_value = "info")]
+    pub log: String,
+
+    /// Seconds an event may wait for Kong's next Step before it is reaped (Kong gives up
+    /// after its 60 s socket read timeout).
+    #[arg(long, env = "GHASI_EVENT_TIMEOUT_SECS", default_value_t = 120)]
+    pub event_timeout_secs: u64,
+
+    /// Seconds SIGTERM waits for in-flight events before exiting.
+    #[arg(long, env = "GHASI_DRAIN_TIMEOUT_SECS", default_value_t = 10)]
+    pub drain_timeout_secs: u64,
+
+    /// Largest MessagePack frame accepted from Kong; a larger one closes its connection.
+    #[arg(long, env = "GHASI_MAX_FRAME_BYTES", default_value_t = 8 * 1024 * 1024)]
+    pub max_frame_bytes: usize,
+
+    /// Do not send the serverPid notification on new connections.
+    #[arg(long, env = "GHASI_NO_SERVER_PID")]
+    pub no_server_pid: bool,
+}
+
+fn parse_octal(s: &str) -> Result<u32, String> {
+    u32::from_str_radix(s, 8).map_err(|e| format!("not an octal mode: {e}"))
+}
+
+impl Settings {
+    /// Parses the command line. Kong 3.9's default query_cmd is `<bin> -dump` (one dash),
+    /// which clap would read as `-d -u -m -p`, so the legacy spelling is rewritten first.
+    pub fn from_args() -> Settings {
+        Settings::parse_from(std::env::args_os().map(|a| if a == "-dump" { "--dump".into() } else { a }))
+    }
+}

@@ -1,0 +1,71 @@
+//! ② One accepted connection: read a frame, serve it, write the answer on the same
+//! connection, repeat. Kong never pipelines (one request in flight per connection, §2.3),
+//! so requests are served in order. No event or instance state lives here.
+//!
+//! A frame that cannot be decoded closes this connection only; a well-formed envelope with
+//! a bad method or parameter gets an error response and the connection stays open.
+//! Idle connections are never closed from our side: Kong owns the pool (§2.4).
+
+use bytes::BytesMut;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::UnixStream;
+
+use crate::codec::{self, FrameError};
+use crate::dispatch::dispatch;
+use crate::registry::Registry;
+use crate::rpc::{self, Method, ProtocolError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectionError {
+    #[error("unreadable frame: {0}")]
+    Frame(#[from] FrameError),
+    #[error("bad envelope: {0}")]
+    Protocol(#[from] ProtocolError),
+    #[error("connection closed in the middle of a frame ({0} bytes buffered)")]
+    Truncated(usize),
+    #[error("i/o: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+pub struct Limits {
+    pub max_frame_bytes: usize,
+    /// Send `[2, "serverPid", pid]` first on every connection (§4.7).
+    pub send_server_pid: bool,
+}
+
+pub async fn serve(mut stream: UnixStream, registry: Registry, limits: &Limits) -> Result<(), ConnectionError> {
+    let mut out = Vec::with_capacity(512);
+    if limits.send_server_pid {
+        codec::encode(&rpc::server_pid_notification(std::process::id()), &mut out);
+        stream.write_all(&out).await?;
+    }
+    let mut buf = BytesMut::with_capacity(4096);
+    loop {
+        let frame = loop {
+            if let Some(frame) = codec::decode_frame(&mut buf, limits.max_frame_bytes)? {
+                break frame;
+            }
+            if stream.read_buf(&mut buf).await? == 0 {
+                return if buf.is_empty() { Ok(()) } else { Err(ConnectionError::Truncated(buf.len())) };
+            }
+        };
+        let _busy = registry.busy_guard();
+        let response = match rpc::Request::from_value(frame) {
+            Ok(request) => {
+                let result = match Method::parse(&request.method, request.param) {
+                    Ok(method) => dispatch(&registry, method).await,
+                    Err(e) => Err(e),
+                };
+                if let Err(e) = &result {
+                    tracing::debug!(method = request.method, "rpc error: {e}");
+                }
+                rpc::response(request.msgid, result)
+            }
+            Err(ProtocolError { msgid: Some(msgid), reason }) => rpc::response(msgid, Err(reason)),
+            Err(e) => return Err(e.into()),
+        };
+        out.clear();
+        codec::encode(&response, &mut out);
+        stream.write_all(&out).await?;
+    }
+}

@@ -1,0 +1,361 @@
+//! One description of each plugin's config fields, from which both the Kong schema in
+//! `--dump` and the validation at StartInstance are derived, so the two cannot drift.
+//!
+//! A plugin declares `const FIELDS: &[Field]`; [`validate`] turns Kong's config JSON into a
+//! JSON object holding exactly those fields (defaults filled, Kong's own keys such as
+//! `__seq__` or `route_id` dropped) or a message naming every bad field; the plugin then
+//! deserialises its typed config from that object. A struct field missing from `FIELDS`
+//! makes that deserialisation fail in the plugin's own all-defaults unit test.
+
+use serde_json::{json, Map, Value};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Type {
+    String,
+    Integer,
+    Boolean,
+    /// An array of strings.
+    StringArray,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub enum Default {
+    None,
+    Str(&'static str),
+    Int(i64),
+    Bool(bool),
+    Strs(&'static [&'static str]),
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Field {
+    pub name: &'static str,
+    pub ty: Type,
+    pub required: bool,
+    pub default: Default,
+    /// Allowed values (of the string, or of each element of an array).
+    pub one_of: &'static [&'static str],
+    /// Inclusive integer bounds.
+    pub between: Option<(i64, i64)>,
+    /// Minimum string length / array length.
+    pub len_min: Option<usize>,
+    /// Must be an absolute http(s) URL.
+    pub url: bool,
+    /// Must start with `/`.
+    pub path: bool,
+    /// May hold a Kong vault reference (`{vault://…}`), resolved by Kong before we see it.
+    pub referenceable: bool,
+    /// Stored encrypted by Kong (keyring) when enabled.
+    pub encrypted: bool,
+    pub description: &'static str,
+}
+
+impl Field {
+    const fn new(name: &'static str, ty: Type) -> Field {
+        Field {
+            name,
+            ty,
+            required: false,
+            default: Default::None,
+            one_of: &[],
+            between: None,
+            len_min: None,
+            url: false,
+            path: false,
+            referenceable: false,
+            encrypted: false,
+            description: "",
+        }
+    }
+    pub const fn string(name: &'static str) -> Field {
+        Field::new(name, Type::String)
+    }
+    pub const fn integer(name: &'static str) -> Field {
+        Field::new(name, Type::Integer)
+    }
+    pub const fn boolean(name: &'static str) -> Field {
+        Field::new(name, Type::Boolean)
+    }
+    pub const fn strings(name: &'static str) -> Field {
+        Field::new(name, Type::StringArray)
+    }
+    pub const fn required(mut self) -> Field {
+        self.required = true;
+        self
+    }
+    pub const fn default(mut self, d: Default) -> Field {
+        self.default = d;
+        self
+    }
+    pub const fn one_of(mut self, values: &'static [&'static str]) -> Field {
+        self.one_of = values;
+        self
+    }
+    pub const fn between(mut self, lo: i64, hi: i64) -> Field {
+        self.between = Some((lo, hi));
+        self
+    }
+    pub const fn len_min(mut self, n: usize) -> Field {
+        self.len_min = Some(n);
+        self
+    }
+    pub const fn url(mut self) -> Field {
+        self.url = true;
+        self
+    }
+    pub const fn path(mut self) -> Field {
+        self.path = true;
+        self
+    }
+    pub const fn secret(mut self) -> Field {
+        self.referenceable = true;
+        self.encrypted = true;
+        self
+    }
+    pub const fn describe(mut self, text: &'static str) -> Field {
+        self.description = text;
+        self
+    }
+
+    fn default_json(&self) -> Option<Value> {
+        match self.default {
+            Default::None => None,
+            Default::Str(s) => Some(json!(s)),
+            Default::Int(i) => Some(json!(i)),
+            Default::Bool(b) => Some(json!(b)),
+            Default::Strs(a) => Some(json!(a)),
+        }
+    }
+
+    /// This field as a Kong schema field definition (`kong-protocol.md` §8.2).
+    fn kong_definition(&self) -> Value {
+        let mut def = Map::new();
+        let one_of = (!self.one_of.is_empty()).then(|| json!(self.one_of));
+        match self.ty {
+            Type::String => {
+                def.insert("type".into(), json!("string"));
+                if let Some(o) = one_of {
+                    def.insert("one_of".into(), o);
+                }
+            }
+            Type::Integer => {
+                def.insert("type".into(), json!("integer"));
+            }
+            Type::Boolean => {
+                def.insert("type".into(), json!("boolean"));
+            }
+            Type::StringArray => {
+                def.insert("type".into(), json!("array"));
+                let mut elements = json!({"type": "string"});
+                if let Some(o) = one_of {
+                    elements["one_of"] = o;
+                }
+                def.insert("elements".into(), elements);
+            }
+        }
+        def.insert("required".into(), json!(self.required));
+        if let Some(d) = self.default_json() {
+            def.insert("default".into(), d);
+        }
+        if let Some((lo, hi)) = self.between {
+            def.insert("between".into(), json!([lo, hi]));
+        }
+        if let Some(n) = self.len_min {
+            def.insert("len_min".into(), json!(n));
+        }
+        if self.url {
+            // A Lua pattern (Kong's `match`), which this regex-looking text also is.
+            def.insert("match".into(), json!("^https?://"));
+        }
+        if self.path {
+            def.insert("starts_with".into(), json!("/"));
+        }
+        if self.referenceable {
+            def.insert("referenceable".into(), json!(true));
+        }
+        if self.encrypted {
+            def.insert("encrypted".into(), json!(true));
+        }
+        if !self.description.is_empty() {
+            def.insert("description".into(), json!(self.description));
+        }
+        json!({ self.name: def })
+    }
+
+    /// Checks one present, non-null value; returns the (possibly normalised) value.
+    fn check(&self, value: Value) -> Result<Value, String> {
+        match (self.ty, value) {
+            (Type::String, Value::String(s)) => {
+                self.check_string(&s)?;
+                Ok(Value::String(s))
+            }
+            (Type::Integer, Value::Number(n)) => {
+                let i = n
+                    .as_i64()
+                    .or_else(|| n.as_f64().filter(|f| f.fract() == 0.0).map(|f| f as i64))
+                    .ok_or_else(|| format!("expected an integer, got {n}"))?;
+                if let Some((lo, hi)) = self.between {
+                    if i < lo || i > hi {
+                        return Err(format!("value should be between {lo} and {hi}, got {i}"));
+                    }
+                }
+                Ok(json!(i))
+            }
+            (Type::Boolean, Value::Bool(b)) => Ok(Value::Bool(b)),
+            // An empty Lua table may reach us as `{}` (kong-protocol.md §15.7).
+            (Type::StringArray, Value::Object(o)) if o.is_empty() => self.check(Value::Array(Vec::new())),
+            (Type::StringArray, Value::Array(items)) => {
+                if let Some(n) = self.len_min {
+                    if items.len() < n {
+                        return Err(format!("needs at least {n} element(s)"));
+                    }
+                }
+                for (i, item) in items.iter().enumerate() {
+                    let s = item.as_str().ok_or_else(|| format!("element {} is not a string", i + 1))?;
+                    if !self.one_of.is_empty() && !self.one_of.contains(&s) {
+                        return Err(format!("element {} must be one of {}, got {s:?}", i + 1, self.one_of.join(", ")));
+                    }
+                    if s.is_empty() {
+                        return Err(format!("element {} is empty", i + 1));
+                    }
+                }
+                Ok(Value::Array(items))
+            }
+            (ty, other) => Err(format!("expected {}, got {}", type_label(ty), json_type(&other))),
+        }
+    }
+
+    fn check_string(&self, s: &str) -> Result<(), String> {
+        if !self.one_of.is_empty() && !self.one_of.contains(&s) {
+            return Err(format!("must be one of {}, got {s:?}", self.one_of.join(", ")));
+        }
+        if let Some(n) = self.len_min {
+            if s.len() < n {
+                return Err(format!("length must be at least {n}"));
+            }
+        }
+        if self.url && (!(s.starts_with("http://") || s.starts_with("https://")) || s.contains(char::is_whitespace)) {
+            return Err("must be an http:// or https:// URL".into());
+        }
+        if self.path && !s.starts_with('/') {
+            return Err("must start with /".into());
+        }
+        Ok(())
+    }
+}
+
+fn type_label(ty: Type) -> &'static str {
+    match ty {
+        Type::String => "a string",
+        Type::Integer => "an integer",
+        Type::Boolean => "a boolean",
+        Type::StringArray => "an array of strings",
+    }
+}
+
+fn json_type(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// Validates Kong's config JSON text against `fields`. On failure the message names every
+/// bad field, e.g. `field 'jwks_url': required; field 'leeway': expected an integer, got "x"`.
+pub fn validate(fields: &[Field], config_json: &[u8]) -> Result<Map<String, Value>, String> {
+    let parsed: Value = serde_json::from_slice(config_json).map_err(|e| format!("config is not valid JSON: {e}"))?;
+    let Value::Object(mut input) = parsed else {
+        return Err("config must be a JSON object".into());
+    };
+    let mut out = Map::new();
+    let mut problems = Vec::new();
+    for field in fields {
+        match input.remove(field.name) {
+            None | Some(Value::Null) => {
+                if let Some(d) = field.default_json() {
+                    out.insert(field.name.into(), d);
+                } else if field.required {
+                    problems.push(format!("field '{}': required", field.name));
+                }
+            }
+            Some(v) => match field.check(v) {
+                Ok(v) => {
+                    out.insert(field.name.into(), v);
+                }
+                Err(msg) => problems.push(format!("field '{}': {msg}", field.name)),
+            },
+        }
+    }
+    if problems.is_empty() {
+        Ok(out)
+    } else {
+        Err(problems.join("; "))
+    }
+}
+
+/// The `Schema` object of a `--dump` entry: `{name, fields: [{config: {type: record, …}}]}`.
+pub fn kong_schema(plugin: &str, fields: &[Field]) -> Value {
+    let config_fields: Vec<Value> = fields.iter().map(Field::kong_definition).collect();
+    json!({
+        "name": plugin,
+        "fields": [
+            { "protocols": { "type": "set", "required": true,
+                "default": ["grpc", "grpcs", "http", "https"],
+                "elements": { "type": "string", "one_of": ["grpc", "grpcs", "http", "https"] } } },
+            { "config": { "type": "record", "required": true, "fields": config_fields } }
+        ]
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FIELDS: &[Field] = &[
+        Field::string("url").required().url(),
+        Field::integer("ttl").default(Default::Int(60)).between(1, 3600),
+        Field::strings("names").default(Default::Strs(&["x-api-key"])).len_min(1),
+        Field::string("mode").default(Default::Str("strip")).one_of(&["strip", "reject"]),
+    ];
+
+    #[test]
+    fn fills_defaults_and_drops_kong_keys() {
+        let out = validate(FIELDS, br#"{"url":"http:\/\/a","__seq__":3,"route_id":"r","ttl":null}"#).unwrap();
+        assert_eq!(Value::Object(out), json!({"url":"http://a","ttl":60,"names":["x-api-key"],"mode":"strip"}));
+    }
+
+    #[test]
+    fn names_every_bad_field() {
+        let err = validate(FIELDS, br#"{"ttl":"x","names":[],"mode":"log"}"#).unwrap_err();
+        assert!(err.contains("field 'url': required"), "{err}");
+        assert!(err.contains("field 'ttl': expected an integer"), "{err}");
+        assert!(err.contains("field 'names': needs at least 1"), "{err}");
+        assert!(err.contains("field 'mode': must be one of strip, reject"), "{err}");
+        let err = validate(FIELDS, br#"{"url":"ftp://x","ttl":0}"#).unwrap_err();
+        assert!(err.contains("field 'url': must be an http") && err.contains("between 1 and 3600"), "{err}");
+    }
+
+    #[test]
+    fn integral_floats_and_empty_objects_are_accepted() {
+        let out = validate(FIELDS, br#"{"url":"https://a","ttl":30.0,"names":{}}"#);
+        assert!(out.is_err(), "names {{}} becomes [] which is below len_min");
+        let out = validate(FIELDS, br#"{"url":"https://a","ttl":30.0}"#).unwrap();
+        assert_eq!(out["ttl"], json!(30));
+    }
+
+    #[test]
+    fn schema_lists_every_field_with_default_and_rules() {
+        let s = kong_schema("p", FIELDS);
+        let fields = s["fields"][1]["config"]["fields"].as_array().unwrap();
+        assert_eq!(fields.len(), FIELDS.len());
+        assert_eq!(fields[0]["url"]["required"], json!(true));
+        assert_eq!(fields[1]["ttl"]["default"], json!(60));
+        assert_eq!(fields[1]["ttl"]["between"], json!([1, 3600]));
+        assert_eq!(fields[2]["names"]["elements"]["type"], json!("string"));
+        assert_eq!(fields[3]["mode"]["one_of"], json!(["strip", "reject"]));
+    }
+}

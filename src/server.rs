@@ -1,0 +1,103 @@
+//! ① The Unix socket listener: bind (replacing a stale socket file), accept concurrently,
+//! one task per connection, then drain on shutdown.
+//!
+//! Draining: stop accepting, keep serving the connections already open (Kong sends the
+//! remaining Steps of in-flight events on them) until no event is alive, bounded by the
+//! drain timeout. The socket file is removed only if it is still ours: on `kong reload`
+//! the next server may already have bound the same path.
+
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use tokio::net::UnixListener;
+
+use crate::connection::{self, Limits};
+use crate::registry::Registry;
+
+pub struct Listener {
+    listener: UnixListener,
+    path: PathBuf,
+    inode: u64,
+}
+
+/// Binds `path`, removing a leftover socket file first (Kong never removes it).
+pub fn bind(path: &Path, mode: u32) -> anyhow::Result<Listener> {
+    if let Ok(meta) = std::fs::symlink_metadata(path) {
+        anyhow::ensure!(meta.file_type().is_socket(), "{} exists and is not a socket; refusing to remove it", path.display());
+        std::fs::remove_file(path).with_context(|| format!("removing stale socket {}", path.display()))?;
+    }
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let listener = UnixListener::bind(path).with_context(|| format!("binding {}", path.display()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+        .with_context(|| format!("setting permissions of {}", path.display()))?;
+    let inode = std::fs::metadata(path).map(|m| m.ino()).unwrap_or(0);
+    Ok(Listener { listener, path: path.to_owned(), inode })
+}
+
+pub struct ServeOptions {
+    pub limits: Limits,
+    pub drain_timeout: Duration,
+}
+
+/// Serves until `shutdown` resolves, then drains. Also runs the abandoned-event reaper.
+pub async fn serve(
+    listener: Listener,
+    registry: Registry,
+    options: ServeOptions,
+    shutdown: impl std::future::Future<Output = &'static str>,
+) {
+    let limits = Arc::new(options.limits);
+    let reaper = tokio::spawn(reap_forever(registry.clone()));
+    tokio::pin!(shutdown);
+    let reason = loop {
+        tokio::select! {
+            accepted = listener.listener.accept() => match accepted {
+                Ok((stream, _)) => {
+                    let (registry, limits) = (registry.clone(), limits.clone());
+                    tokio::spawn(async move {
+                        if let Err(e) = connection::serve(stream, registry, &limits).await {
+                            tracing::warn!("connection closed: {e}");
+                        }
+                    });
+                }
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning.
+                    tracing::error!("accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+            reason = &mut shutdown => break reason,
+        }
+    };
+    tracing::info!(reason, events = registry.live_events(), "shutting down: draining in-flight events");
+    let Listener { listener, path, inode } = listener;
+    drop(listener);
+    if std::fs::metadata(&path).map(|m| m.ino()).ok() == Some(inode) {
+        let _ = std::fs::remove_file(&path);
+    }
+    let deadline = Instant::now() + options.drain_timeout;
+    while !registry.is_idle() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    if !registry.is_idle() {
+        tracing::warn!(events = registry.live_events(), "drain timeout: exiting with events in flight");
+    }
+    reaper.abort();
+}
+
+async fn reap_forever(registry: Registry) {
+    let period = (registry.event_timeout() / 4).clamp(Duration::from_millis(100), Duration::from_secs(10));
+    let mut tick = tokio::time::interval(period);
+    loop {
+        tick.tick().await;
+        let n = registry.reap_abandoned();
+        if n > 0 {
+            tracing::warn!(reaped = n, "reaped events abandoned by Kong");
+        }
+    }
+}
