@@ -5,7 +5,9 @@
 //! trait objects, no boxing on the hot path).
 
 pub mod api_key;
+pub mod identity;
 pub mod jwt;
+pub mod outcome;
 pub mod schema;
 pub mod script;
 

@@ -1,0 +1,127 @@
+//! The identity contract both plugins honour (design.md §1) and the round-trip-frugal way
+//! of applying it (design.md §6).
+//!
+//! On success exactly one `kong.service.request.set_headers` writes the identity headers
+//! *and* removes every reserved header we do not set plus the credential headers to hide
+//! (an empty array removes a header), which also defeats client-sent spoofs; then one
+//! `kong.ctx.shared.set("authenticated_groups", …)` feeds the fail-closed acl guard; and,
+//! only with `set_kong_consumer`, one `kong.client.authenticate`.
+
+use rmpv::Value;
+
+use crate::pdk::service::HeaderChanges;
+use crate::pdk::{Pdk, PdkError};
+
+/// Headers only our plugins may set upstream (lower-case).
+pub const RESERVED_HEADERS: [&str; 4] = ["x-account-id", "x-user-id", "x-consumer-username", "x-credential-identifier"];
+
+/// `on_spoofed_identity_header`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SpoofPolicy {
+    Strip,
+    Reject,
+}
+
+impl SpoofPolicy {
+    pub fn parse(s: &str) -> SpoofPolicy {
+        if s == "reject" {
+            SpoofPolicy::Reject
+        } else {
+            SpoofPolicy::Strip
+        }
+    }
+}
+
+/// Who the request is, as the upstream will see it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    pub account_id: String,
+    pub user_id: Option<String>,
+    pub consumer_username: String,
+    pub credential_identifier: Option<String>,
+    /// Published in `kong.ctx.shared.authenticated_groups` (the configured group first).
+    pub groups: Vec<String>,
+}
+
+/// What an instance decided once at StartInstance about admitting requests.
+#[derive(Debug, Clone)]
+pub struct Admission {
+    pub set_kong_consumer: bool,
+    /// Credential headers removed upstream on success (`hide_credentials`), lower-case.
+    pub hide: Vec<String>,
+}
+
+impl Identity {
+    /// The header batch for a successful request.
+    pub fn header_changes(&self, hide: &[String]) -> HeaderChanges {
+        let mut changes = HeaderChanges::new();
+        changes.set("X-Account-Id", &self.account_id);
+        match &self.user_id {
+            Some(u) => changes.set("X-User-Id", u),
+            None => changes.remove("X-User-Id"),
+        };
+        changes.set("X-Consumer-Username", &self.consumer_username);
+        match &self.credential_identifier {
+            Some(c) => changes.set("X-Credential-Identifier", c),
+            None => changes.remove("X-Credential-Identifier"),
+        };
+        for name in hide {
+            changes.remove(name);
+        }
+        changes
+    }
+}
+
+/// Lets an authenticated request through: 2 PDK calls, 3 with `set_kong_consumer`.
+pub async fn admit(pdk: &mut Pdk, identity: &Identity, admission: &Admission) -> Result<(), PdkError> {
+    pdk.service_request().set_headers(&identity.header_changes(&admission.hide)).await?;
+    let groups = Value::Array(identity.groups.iter().map(|g| Value::from(g.as_str())).collect());
+    pdk.ctx_shared().set("authenticated_groups", groups).await?;
+    if admission.set_kong_consumer {
+        // A virtual consumer and no credential: on Kong 3.4–3.7 acl honours authenticated
+        // groups only for a consumer without a credential (design.md §1).
+        let consumer = Value::Map(vec![
+            (Value::from("id"), Value::from(identity.account_id.as_str())),
+            (Value::from("username"), Value::from(identity.consumer_username.as_str())),
+        ]);
+        pdk.client().authenticate(Some(consumer), None).await?;
+    }
+    Ok(())
+}
+
+/// Lets an unauthenticated request through (`credential_optional`) with every reserved
+/// header removed, so no client-sent identity reaches the upstream: 1 PDK call.
+pub async fn pass_anonymous(pdk: &mut Pdk) -> Result<(), PdkError> {
+    let mut changes = HeaderChanges::new();
+    for name in RESERVED_HEADERS {
+        changes.remove(name);
+    }
+    pdk.service_request().set_headers(&changes).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn success_batch_sets_identity_and_removes_the_rest() {
+        let id = Identity {
+            account_id: "acc".into(),
+            user_id: None,
+            consumer_username: "acc".into(),
+            credential_identifier: Some("key-1".into()),
+            groups: vec!["ghasi-authenticated".into()],
+        };
+        let changes = id.header_changes(&["x-api-key".into()]);
+        let entries: Vec<(String, Value)> =
+            changes.entries().iter().map(|(k, v)| (k.as_str().unwrap().to_ascii_lowercase(), v.clone())).collect();
+        let get = |n: &str| entries.iter().find(|(k, _)| k == n).map(|(_, v)| v.clone());
+        assert_eq!(get("x-account-id"), Some(Value::from("acc")));
+        assert_eq!(get("x-user-id"), Some(Value::Array(vec![])), "absent user id removes a spoofed one");
+        assert_eq!(get("x-credential-identifier"), Some(Value::from("key-1")));
+        assert_eq!(get("x-api-key"), Some(Value::Array(vec![])));
+        for reserved in RESERVED_HEADERS {
+            assert!(get(reserved).is_some(), "{reserved} must be written or removed");
+        }
+    }
+}
