@@ -1,0 +1,113 @@
+//! Shared by the integration tests: runs the real `ghasi-plugin-server` binary on a
+//! temporary Unix socket, with its stderr (the logs) captured to a file.
+#![allow(dead_code)]
+
+pub mod raw;
+
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+pub struct Server {
+    child: Child,
+    pub socket: PathBuf,
+    log_path: PathBuf,
+    dir: tempfile::TempDir,
+}
+
+pub struct Options {
+    pub args: Vec<String>,
+    pub env: Vec<(String, String)>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            args: vec![],
+            env: vec![
+                ("GHASI_TEST_PLUGINS".into(), "1".into()),
+                ("GHASI_TEST_CLOCK".into(), "1".into()),
+                ("GHASI_LOG".into(), "debug".into()),
+            ],
+        }
+    }
+}
+
+impl Server {
+    /// Starts the binary with the test plugins and the test clock enabled.
+    pub fn start() -> Server {
+        Server::start_with(Options::default())
+    }
+
+    pub fn start_with(options: Options) -> Server {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let socket = dir.path().join("ghasi.socket");
+        let log_path = dir.path().join("server.log");
+        let log = std::fs::File::create(&log_path).expect("log file");
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_ghasi-plugin-server"));
+        cmd.arg("--socket").arg(&socket).args(&options.args);
+        cmd.env_remove("GHASI_METRICS_LISTEN");
+        for (k, v) in &options.env {
+            cmd.env(k, v);
+        }
+        let child = cmd.stdout(Stdio::null()).stderr(log).spawn().expect("spawning ghasi-plugin-server");
+        let server = Server { child, socket, log_path, dir };
+        server.wait_connectable();
+        server
+    }
+
+    fn wait_connectable(&self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if UnixStream::connect(&self.socket).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        panic!("server socket never became connectable; log:\n{}", self.logs());
+    }
+
+    pub fn socket(&self) -> &Path {
+        &self.socket
+    }
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Everything the server logged so far.
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    pub fn signal(&self, sig: i32) {
+        // SAFETY: plain kill(2) on our own child's pid.
+        unsafe { libc::kill(self.child.id() as i32, sig) };
+    }
+
+    /// Waits up to `timeout` for the process to exit.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        None
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        self.child.try_wait().expect("try_wait").is_none()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
