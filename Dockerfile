@@ -13,6 +13,11 @@
 #   echo              kong-emulator echo --listen 0.0.0.0:8080
 #   kong              FROM kong:3.9, with /usr/local/bin/ghasi-plugin-server and the KONG_*
 #                     pluginserver settings of kong/conf/kong-3.9.env (last stage = default)
+#
+# Kong 3.4-3.8: --build-arg KONG_BASE=kong:3.4 and run the image with
+# --env-file kong/conf/kong-3.4-3.8.env (its KONG_PLUGINSERVER_NAMES=ghasi replaces the 3.9
+# layout; the per-plugin 3.9 variables are then ignored) and kong/kong-3.4-3.7.yaml.
+ARG KONG_BASE=kong:3.9
 
 FROM rust:bookworm AS build
 WORKDIR /src
@@ -48,7 +53,7 @@ EXPOSE 8080
 ENTRYPOINT ["/usr/local/bin/kong-emulator"]
 CMD ["echo", "--listen", "0.0.0.0:8080"]
 
-FROM kong:3.9 AS kong
+FROM ${KONG_BASE} AS kong
 USER root
 COPY --from=build /out/ghasi-plugin-server /usr/local/bin/ghasi-plugin-server
 # Fails the build if the binary cannot run on Kong's base image (e.g. a glibc too old for the
