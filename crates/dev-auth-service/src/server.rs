@@ -348,6 +348,12 @@ impl DevAuthService {
         self.shared.keys.read().published_kids()
     }
 
+    /// The SPKI PEM of an RSA key this service holds (what an algorithm-confusion attacker
+    /// would use as an HMAC secret); `None` for other key types or unknown kids.
+    pub fn public_key_pem(&self, kid: &str) -> Option<String> {
+        self.shared.keys.read().get(kid)?.public_key_pem().map(str::to_owned)
+    }
+
     /// Adds a known key to, or removes it from, the JWKS without changing the current keys.
     /// False for an unknown kid.
     pub fn set_published(&self, kid: &str, published: bool) -> bool {
