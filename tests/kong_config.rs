@@ -230,7 +230,7 @@ fn plugin<'a>(route: &'a Value, name: &str) -> Option<&'a Value> {
         .and_then(|ps| ps.iter().find(|p| s(p, "name") == Some(name)))
 }
 
-fn config<'a>(plugin: &'a Value) -> &'a Value {
+fn config(plugin: &Value) -> &Value {
     plugin.get("config").expect("plugin config")
 }
 
