@@ -121,7 +121,7 @@ def route_regex(path: str) -> str:
     out = []
     for part in re.split(r"(\{[A-Za-z][A-Za-z0-9_]*\})", path):
         if part.startswith("{"):
-            out.append(f"(?<{part[1:-1]}>[^/]+)")
+            out.append(f"(?P<{part[1:-1]}>[^/]+)")
         else:
             if re.search(r"[^A-Za-z0-9/_.-]", part):
                 raise SourceError(f"unsupported character in path {path!r}")

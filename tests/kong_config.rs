@@ -173,14 +173,15 @@ fn limit_for<'a>(seed: &'a Seed, r: &SeedRoute) -> Option<&'a SeedLimit> {
     }
 }
 
-/// `/v1/api-keys/{keyId}` -> `~/v1/api-keys/(?<keyId>[^/]+)$`: exact, anchored regex paths.
+/// `/v1/api-keys/{keyId}` -> `~/v1/api-keys/(?P<keyId>[^/]+)$`: exact, anchored regex paths
+/// (`(?P<name>…)`: the named-group syntax both PCRE and the Rust regex of Kong's ATC router accept).
 fn expected_path(path: &str) -> String {
     let mut out = String::from("~");
     let mut rest = path;
     while let Some(start) = rest.find('{') {
         let end = rest[start..].find('}').unwrap() + start;
         out.push_str(&rest[..start]);
-        out.push_str(&format!("(?<{}>[^/]+)", &rest[start + 1..end]));
+        out.push_str(&format!("(?P<{}>[^/]+)", &rest[start + 1..end]));
         rest = &rest[end + 1..];
     }
     out.push_str(rest);
