@@ -17,14 +17,14 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::config::{Account, ApiKey, User};
-use crate::contract::error;
+use crate::contract::{error, BadRequest};
 use crate::dev_api::parse_body;
 use crate::faults::{FaultWire, Target};
 use crate::server::ConnCtx;
 use crate::state::{PowerCmd, Shared};
 
-fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Response> {
-    serde_json::from_slice(body).map_err(|e| error(StatusCode::BAD_REQUEST, "bad_request", &e.to_string()))
+fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, BadRequest> {
+    serde_json::from_slice(body).map_err(|e| BadRequest(e.to_string()))
 }
 
 fn snapshot(st: &Shared) -> Value {
@@ -54,7 +54,7 @@ struct SetFault {
 pub(crate) async fn set_fault(State(st): State<Arc<Shared>>, body: Bytes) -> Response {
     let req: SetFault = match parse(&body) {
         Ok(req) => req,
-        Err(resp) => return resp,
+        Err(bad) => return bad.into_response(),
     };
     if let FaultWire::Status { status } = req.fault {
         if !(200..=599).contains(&status) {
@@ -99,7 +99,7 @@ pub(crate) async fn down(
 ) -> Response {
     let req: DownRequest = match parse_body(&body) {
         Ok(req) => req,
-        Err(resp) => return resp,
+        Err(bad) => return bad.into_response(),
     };
     let spare = conn.map(|c| c.id);
     if st.power.send(PowerCmd::Down { spare, for_ms: req.for_ms }).is_err() {
@@ -124,7 +124,7 @@ pub(crate) async fn upsert_account(State(st): State<Arc<Shared>>, body: Bytes) -
             st.directory.write().upsert_account(account);
             StatusCode::NO_CONTENT.into_response()
         }
-        Err(resp) => resp,
+        Err(bad) => bad.into_response(),
     }
 }
 
@@ -132,7 +132,7 @@ pub(crate) async fn upsert_account(State(st): State<Arc<Shared>>, body: Bytes) -
 pub(crate) async fn upsert_user(State(st): State<Arc<Shared>>, body: Bytes) -> Response {
     let user = match parse::<User>(&body) {
         Ok(user) => user,
-        Err(resp) => return resp,
+        Err(bad) => return bad.into_response(),
     };
     match st.directory.write().upsert_user(user) {
         Ok(()) => StatusCode::NO_CONTENT.into_response(),
@@ -144,7 +144,7 @@ pub(crate) async fn upsert_user(State(st): State<Arc<Shared>>, body: Bytes) -> R
 pub(crate) async fn upsert_api_key(State(st): State<Arc<Shared>>, body: Bytes) -> Response {
     let key = match parse::<ApiKey>(&body) {
         Ok(key) => key,
-        Err(resp) => return resp,
+        Err(bad) => return bad.into_response(),
     };
     let key_id = key.key_id.clone();
     match st.directory.write().upsert_api_key(key) {
@@ -173,7 +173,7 @@ fn yes() -> bool {
 pub(crate) async fn revoke_api_key(State(st): State<Arc<Shared>>, body: Bytes) -> Response {
     let req = match parse::<RevokeRequest>(&body) {
         Ok(req) => req,
-        Err(resp) => return resp,
+        Err(bad) => return bad.into_response(),
     };
     if st.directory.write().set_revoked(&req.key, req.revoked) {
         StatusCode::NO_CONTENT.into_response()

@@ -28,6 +28,15 @@ pub(crate) fn error(status: StatusCode, code: &str, message: &str) -> Response {
     (status, Json(json!({"error": code, "message": message}))).into_response()
 }
 
+/// A `400 bad_request` answer carrying the parse error (never the body itself).
+pub(crate) struct BadRequest(pub String);
+
+impl IntoResponse for BadRequest {
+    fn into_response(self) -> Response {
+        error(StatusCode::BAD_REQUEST, "bad_request", &self.0)
+    }
+}
+
 /// Applies the fault of `target`: `None` means "go on and answer normally" (possibly after a
 /// delay), `Some` is the faulty answer. `Refuse` never returns: it tells the connection to drop.
 pub(crate) async fn apply_fault(st: &Shared, target: Target, conn: Option<&ConnCtx>) -> Option<Response> {

@@ -14,24 +14,24 @@ use axum::Json;
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::contract::error;
+use crate::contract::{error, BadRequest};
 use crate::keys::{Alg, SigningKey};
 use crate::state::Shared;
 use crate::tokens::{mint, TokenSpec};
 
 /// Parses a JSON body; an empty body is `T::default()`.
-pub(crate) fn parse_body<T: serde::de::DeserializeOwned + Default>(body: &[u8]) -> Result<T, Response> {
+pub(crate) fn parse_body<T: serde::de::DeserializeOwned + Default>(body: &[u8]) -> Result<T, BadRequest> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(T::default());
     }
-    serde_json::from_slice(body).map_err(|e| error(StatusCode::BAD_REQUEST, "bad_request", &e.to_string()))
+    serde_json::from_slice(body).map_err(|e| BadRequest(e.to_string()))
 }
 
 /// `POST /dev/tokens` with a [`TokenSpec`] → `{"token", "kid", "alg", "claims"}`.
 pub(crate) async fn tokens(State(st): State<Arc<Shared>>, body: Bytes) -> Response {
     let spec: TokenSpec = match parse_body(&body) {
         Ok(spec) => spec,
-        Err(resp) => return resp,
+        Err(bad) => return bad.into_response(),
     };
     match mint(&st, &spec) {
         Ok(minted) => {
@@ -68,7 +68,7 @@ pub(crate) async fn rotate_keys(st: &Shared, alg: Alg, keep_old: bool) -> anyhow
 pub(crate) async fn rotate(State(st): State<Arc<Shared>>, body: Bytes) -> Response {
     let req: RotateRequest = match parse_body(&body) {
         Ok(req) => req,
-        Err(resp) => return resp,
+        Err(bad) => return bad.into_response(),
     };
     match rotate_keys(&st, req.alg, req.keep_old).await {
         Ok(kid) => {

@@ -113,7 +113,7 @@ async fn binary_serves_the_shipped_config_and_logs_no_secrets() {
         .unwrap();
     let token = minted["token"].as_str().unwrap().to_owned();
     assert_eq!(minted["claims"]["iss"], "https://api.ghasi.io");
-    assert_eq!(minted["claims"]["roles"], json!(["admin", "billing"]));
+    assert_eq!(minted["claims"]["roles"], json!(["customer", "admin"]));
 
     // Down through the main port, up through the admin port.
     let resp = http.post(format!("{url}/_dev/down")).send().await.unwrap();
