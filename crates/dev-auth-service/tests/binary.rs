@@ -118,11 +118,28 @@ async fn binary_serves_the_shipped_config_and_logs_no_secrets() {
     // Down through the main port, up through the admin port.
     let resp = http.post(format!("{url}/_dev/down")).send().await.unwrap();
     assert_eq!(resp.status(), 202);
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    assert!(reqwest::Client::new().get(&jwks_url).send().await.unwrap_err().is_connect());
+    let fresh_get = || async { reqwest::Client::new().get(&jwks_url).send().await };
+    let mut refused = false;
+    for _ in 0..100 {
+        match fresh_get().await {
+            Err(e) if e.is_connect() => {
+                refused = true;
+                break;
+            }
+            _ => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    }
+    assert!(refused, "main port still accepting after /_dev/down");
     assert_eq!(http.post(format!("{admin}/_dev/up")).send().await.unwrap().status(), 202);
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    assert_eq!(reqwest::Client::new().get(&jwks_url).send().await.unwrap().status(), 200);
+    let mut back = false;
+    for _ in 0..100 {
+        if fresh_get().await.is_ok_and(|r| r.status() == 200) {
+            back = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(back, "main port not back after /_dev/up on the admin port");
 
     let output = bin.output().await;
     assert!(output.contains("key_dev_alice"), "lookups log the key_id:\n{output}");

@@ -16,10 +16,11 @@ async fn jwks(svc: &dev_auth_service::DevAuthService) -> reqwest::Response {
 #[tokio::test]
 async fn slow_delays_then_answers_normally() {
     let svc = service().await;
-    svc.set_fault(Target::Lookup, Fault::Slow(Duration::from_millis(400)));
+    let delay = Duration::from_millis(800);
+    svc.set_fault(Target::Lookup, Fault::Slow(delay));
     let start = Instant::now();
     assert_eq!(lookup(&svc, KEY_ALICE).await.status(), 200);
-    assert!(start.elapsed() >= Duration::from_millis(400));
+    assert!(start.elapsed() >= delay);
     // A client with a shorter timeout times out.
     let quick = reqwest::Client::builder().timeout(Duration::from_millis(100)).build().unwrap();
     let err = quick
@@ -33,7 +34,7 @@ async fn slow_delays_then_answers_normally() {
     // JWKS is unaffected.
     let start = Instant::now();
     assert_eq!(jwks(&svc).await.status(), 200);
-    assert!(start.elapsed() < Duration::from_millis(400));
+    assert!(start.elapsed() < delay);
 }
 
 #[tokio::test]

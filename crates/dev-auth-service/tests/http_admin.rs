@@ -91,16 +91,27 @@ async fn counters_over_http() {
     assert_eq!(svc.lookups(), 0);
 }
 
+/// Polls `is_up()` until it equals `want` (5 s at most).
+async fn wait_up(svc: &dev_auth_service::DevAuthService, want: bool) -> bool {
+    for _ in 0..250 {
+        if svc.is_up().await == want {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    false
+}
+
 #[tokio::test]
 async fn timed_down_over_http_answers_first_then_comes_back() {
     let svc = service().await;
-    let resp = post(&svc, "/_dev/down", json!({"for_ms": 600})).await;
+    let start = std::time::Instant::now();
+    let resp = post(&svc, "/_dev/down", json!({"for_ms": 1000})).await;
     assert_eq!(resp.status(), 202, "the request that takes the service down still gets its answer");
-    tokio::time::sleep(Duration::from_millis(150)).await;
-    assert!(!svc.is_up().await);
+    assert!(wait_up(&svc, false).await);
     assert!(tokio::net::TcpStream::connect(svc.addr()).await.is_err());
-    tokio::time::sleep(Duration::from_millis(900)).await;
-    assert!(svc.is_up().await);
+    assert!(wait_up(&svc, true).await);
+    assert!(start.elapsed() >= Duration::from_millis(1000), "came back too early");
     assert_eq!(lookup(&svc, KEY_ALICE).await.status(), 200);
 }
 
@@ -134,12 +145,6 @@ async fn control_router_serves_only_control_routes() {
     svc.down().await;
     let resp = client().post(format!("{admin}/_dev/up")).send().await.unwrap();
     assert_eq!(resp.status(), 202);
-    for _ in 0..50 {
-        if svc.is_up().await {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert!(svc.is_up().await);
+    assert!(wait_up(&svc, true).await);
     assert_eq!(client().get(format!("{admin}/.well-known/jwks.json")).send().await.unwrap().status(), 404);
 }
