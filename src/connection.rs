@@ -11,7 +11,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
 
 use crate::codec::{self, FrameError};
-use crate::dispatch::dispatch;
+use crate::dispatch::{dispatch, RpcError};
+use crate::metrics::{self, KindLabels};
 use crate::registry::Registry;
 use crate::rpc::{self, Method, ProtocolError};
 
@@ -25,6 +26,19 @@ pub enum ConnectionError {
     Truncated(usize),
     #[error("i/o: {0}")]
     Io(#[from] std::io::Error),
+}
+
+impl ConnectionError {
+    /// Bounded label for the `connection_errors` metric.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ConnectionError::Frame(FrameError::TooLarge { .. }) => "frame_too_large",
+            ConnectionError::Frame(_) => "bad_frame",
+            ConnectionError::Protocol(_) => "bad_envelope",
+            ConnectionError::Truncated(_) => "truncated",
+            ConnectionError::Io(_) => "io",
+        }
+    }
 }
 
 pub struct Limits {
@@ -54,14 +68,19 @@ pub async fn serve(mut stream: UnixStream, registry: Registry, limits: &Limits) 
             Ok(request) => {
                 let result = match Method::parse(&request.method, request.param) {
                     Ok(method) => dispatch(&registry, method).await,
-                    Err(e) => Err(e),
+                    Err(message) => Err(RpcError { kind: "bad_request", message }),
                 };
-                if let Err(e) = &result {
-                    tracing::debug!(method = request.method, "rpc error: {e}");
-                }
+                let result = result.map_err(|e| {
+                    tracing::debug!(method = request.method, kind = e.kind, "rpc error: {}", e.message);
+                    metrics::global().rpc_errors.get_or_create(&KindLabels { kind: e.kind }).inc();
+                    e.message
+                });
                 rpc::response(request.msgid, result)
             }
-            Err(ProtocolError { msgid: Some(msgid), reason }) => rpc::response(msgid, Err(reason)),
+            Err(ProtocolError { msgid: Some(msgid), reason }) => {
+                metrics::global().rpc_errors.get_or_create(&KindLabels { kind: "bad_envelope" }).inc();
+                rpc::response(msgid, Err(reason))
+            }
             Err(e) => return Err(e.into()),
         };
         out.clear();

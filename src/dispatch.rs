@@ -13,7 +13,20 @@ use crate::registry::Registry;
 use crate::rpc::value::{from_json, map};
 use crate::rpc::Method;
 
-pub async fn dispatch(registry: &Registry, method: Method) -> Result<Value, String> {
+/// An RPC failure: the text Kong sees, and a bounded kind for the `rpc_errors` metric.
+#[derive(Debug)]
+pub struct RpcError {
+    pub kind: &'static str,
+    pub message: String,
+}
+
+impl RpcError {
+    fn new(kind: &'static str, message: impl Into<String>) -> Self {
+        RpcError { kind, message: message.into() }
+    }
+}
+
+pub async fn dispatch(registry: &Registry, method: Method) -> Result<Value, RpcError> {
     match method {
         Method::StartInstance { name, config } => start_instance(registry, &name, &config),
         Method::CloseInstance { id } => {
@@ -22,38 +35,48 @@ pub async fn dispatch(registry: &Registry, method: Method) -> Result<Value, Stri
             Ok(instance.status())
         }
         Method::HandleEvent { instance_id, event_name } => {
-            let id = instance_id.ok_or("plugin.HandleEvent: missing InstanceId (did StartInstance fail?)")?;
+            let id = instance_id
+                .ok_or_else(|| RpcError::new("bad_request", "plugin.HandleEvent: missing InstanceId (did StartInstance fail?)"))?;
             let instance = registry.instance(id).ok_or_else(|| no_instance(id))?;
             let phase = Phase::parse(&event_name)
                 .filter(|p| instance.spec.phases.contains(p))
-                .ok_or_else(|| format!("plugin {} does not handle phase {event_name}", instance.spec.name))?;
+                .ok_or_else(|| {
+                    RpcError::new("bad_request", format!("plugin {} does not handle phase {event_name}", instance.spec.name))
+                })?;
             let (event_id, rx) = event::start(registry, instance, phase);
             Ok(event::advance(registry, event_id, rx).await)
         }
-        Method::Step { event_id, data } => event::step(registry, event_id, Ok(data)).await,
-        Method::StepError { event_id, message } => event::step(registry, event_id, Err(message)).await,
+        Method::Step { event_id, data } => event::step(registry, event_id, Ok(data)).await.map_err(no_event),
+        Method::StepError { event_id, message } => {
+            event::step(registry, event_id, Err(message)).await.map_err(no_event)
+        }
         Method::GetPluginInfo { name } => registry
             .plugin(&name)
             .map(|spec| from_json(&spec.info()))
-            .ok_or_else(|| format!("no plugin named {name}")),
+            .ok_or_else(|| RpcError::new("unknown_plugin", format!("no plugin named {name}"))),
         Method::GetStatus => Ok(status(registry)),
         Method::InstanceStatus { id } => registry.instance(id).map(|i| i.status()).ok_or_else(|| no_instance(id)),
         Method::AdvanceClock { seconds } => {
-            crate::clock::advance(std::time::Duration::from_secs(seconds)).map_err(str::to_owned)?;
+            crate::clock::advance(std::time::Duration::from_secs(seconds)).map_err(|e| RpcError::new("bad_request", e))?;
             Ok(Value::from(crate::clock::unix_now()))
         }
     }
 }
 
-fn no_instance(id: u64) -> String {
-    format!("no plugin instance {id}")
+fn no_instance(id: u64) -> RpcError {
+    RpcError::new("no_instance", format!("no plugin instance {id}"))
 }
 
-fn start_instance(registry: &Registry, name: &str, config: &[u8]) -> Result<Value, String> {
-    let spec = registry.plugin(name).ok_or_else(|| format!("no plugin named {name}"))?;
+fn no_event(message: String) -> RpcError {
+    RpcError::new("no_event", message)
+}
+
+fn start_instance(registry: &Registry, name: &str, config: &[u8]) -> Result<Value, RpcError> {
+    let spec =
+        registry.plugin(name).ok_or_else(|| RpcError::new("unknown_plugin", format!("no plugin named {name}")))?;
     let plugin = (spec.start)(config).map_err(|e| {
         tracing::warn!(plugin = name, "rejected config: {e}");
-        format!("{name}: invalid config: {e}")
+        RpcError::new("bad_config", format!("{name}: invalid config: {e}"))
     })?;
     // Kept for status calls only; the plugin parsed its own copy. Secrets are blanked.
     let mut shown: serde_json::Value = serde_json::from_slice(config).unwrap_or_default();

@@ -46,7 +46,8 @@ pub fn start(registry: &Registry, instance: Arc<Instance>, phase: Phase) -> (u64
     let event_id = registry.next_event_id();
     let (tx, rx) = mpsc::channel(1);
     let guard = registry.live_event_guard();
-    tokio::spawn(run(instance, phase, Pdk::new(tx), event_id, guard));
+    let pdk = Pdk::new(tx, instance.spec.name, instance.route.clone());
+    tokio::spawn(run(instance, phase, pdk, event_id, guard));
     (event_id, rx)
 }
 
@@ -59,14 +60,25 @@ async fn run(instance: Arc<Instance>, phase: Phase, mut pdk: Pdk, event_id: u64,
         Err(panic) => Some(panic_message(&panic)),
     };
     let plugin = instance.spec.name;
+    let (outcome, cache) = pdk.notes();
     match failure {
-        None => tracing::debug!(plugin, phase = phase.as_str(), event_id, elapsed_us = started.elapsed().as_micros() as u64, "event done"),
+        None => tracing::debug!(
+            plugin,
+            route = &*instance.route,
+            phase = phase.as_str(),
+            event_id,
+            outcome = outcome.unwrap_or("none"),
+            cache = cache.unwrap_or("none"),
+            elapsed_us = started.elapsed().as_micros() as u64,
+            "event done"
+        ),
         Some(why) if pdk.is_finished() => {
             tracing::debug!(plugin, phase = phase.as_str(), event_id, "event ended without Kong: {why}")
         }
         Some(why) => {
             tracing::error!(plugin, phase = phase.as_str(), event_id, "plugin failed, failing closed: {why}");
             if phase == Phase::Access {
+                pdk.record_outcome("internal_error");
                 let headers = [("Content-Type", "application/problem+json")];
                 let _ = pdk.response().exit(500, INTERNAL_ERROR_BODY, &headers).await;
             }

@@ -1,5 +1,6 @@
 //! A plugin instance: one plugin config as Kong started it (one per config per nginx worker).
 
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use rmpv::Value;
@@ -14,12 +15,20 @@ pub struct Instance {
     /// The config as Kong sent it (Kong's own keys included), echoed by status calls.
     pub config: serde_json::Value,
     pub start_time: u64,
+    /// Kong route id the config is scoped to (`global` if none): a bounded metrics label.
+    pub route: Arc<str>,
 }
 
 impl Instance {
     pub fn new(id: u64, spec: &'static PluginSpec, plugin: Plugin, config: serde_json::Value) -> Self {
         let start_time = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-        Instance { id, spec, plugin, config, start_time }
+        let route = config
+            .get("route_id")
+            .and_then(|r| r.as_str())
+            .or_else(|| config.get("service_id").and_then(|s| s.as_str()).map(|_| "service"))
+            .unwrap_or("global");
+        let route: Arc<str> = Arc::from(route);
+        Instance { id, spec, plugin, config, start_time, route }
     }
 
     /// `{Name, Id, Config, StartTime}`: StartInstance's result and InstanceStatus (§4.1, §4.6).

@@ -19,18 +19,23 @@
 //! ```
 
 pub mod clock;
+pub mod clock_skew;
 pub mod codec;
 pub mod config;
 pub mod connection;
 pub mod dispatch;
 pub mod event;
+pub mod health;
 pub mod instance;
+pub mod metrics;
+pub mod ops;
 pub mod pdk;
 pub mod plugins;
 pub mod registry;
 pub mod rpc;
 pub mod server;
 pub mod shutdown;
+pub mod warn_limiter;
 
 use std::time::Duration;
 
@@ -70,7 +75,16 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         tracing::warn!("GHASI_TEST_CLOCK=1: the test clock RPC is enabled; never use this in production");
     }
     let registry = registry::Registry::new(served_plugins(), Duration::from_secs(settings.event_timeout_secs));
+    let ops_listener = match settings.metrics_listen {
+        Some(addr) => Some(ops::bind(addr).await?),
+        None => None,
+    };
     let listener = server::bind(&settings.socket, settings.socket_mode)?;
+    health::set_listening(true);
+    if let Some(l) = ops_listener {
+        tracing::info!(addr = %l.local_addr()?, "serving /metrics, /health and /ready");
+        tokio::spawn(ops::serve(l, registry.clone()));
+    }
     tracing::info!(
         socket = %settings.socket.display(),
         plugins = ?registry.plugins().iter().map(|p| p.name).collect::<Vec<_>>(),
@@ -85,6 +99,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         drain_timeout: Duration::from_secs(settings.drain_timeout_secs),
     };
     server::serve(listener, registry, options, shutdown::requested()).await;
+    health::set_listening(false);
     tracing::info!("stopped");
     Ok(())
 }

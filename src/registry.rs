@@ -104,6 +104,7 @@ impl Registry {
         };
         let n = expired.len();
         self.0.reaped_events.fetch_add(n as u64, Ordering::Relaxed);
+        crate::metrics::global().events_reaped.inc_by(n as u64);
         drop(expired);
         n
     }

@@ -15,6 +15,7 @@ use anyhow::Context;
 use tokio::net::UnixListener;
 
 use crate::connection::{self, Limits};
+use crate::metrics::{self, KindLabels};
 use crate::registry::Registry;
 
 pub struct Listener {
@@ -60,9 +61,13 @@ pub async fn serve(
                 Ok((stream, _)) => {
                     let (registry, limits) = (registry.clone(), limits.clone());
                     tokio::spawn(async move {
+                        let m = metrics::global();
+                        m.connections_open.inc();
                         if let Err(e) = connection::serve(stream, registry, &limits).await {
+                            m.connection_errors.get_or_create(&KindLabels { kind: e.kind() }).inc();
                             tracing::warn!("connection closed: {e}");
                         }
+                        m.connections_open.dec();
                     });
                 }
                 Err(e) => {

@@ -17,6 +17,7 @@ pub mod response;
 pub mod service;
 
 use std::borrow::Cow;
+use std::sync::Arc;
 
 use rmpv::Value;
 use tokio::sync::{mpsc, oneshot};
@@ -58,11 +59,32 @@ enum State {
 pub struct Pdk {
     tx: mpsc::Sender<Outgoing>,
     state: State,
+    plugin: &'static str,
+    route: Arc<str>,
+    outcome: Option<&'static str>,
+    cache: Option<&'static str>,
 }
 
 impl Pdk {
-    pub(crate) fn new(tx: mpsc::Sender<Outgoing>) -> Self {
-        Pdk { tx, state: State::Running }
+    pub(crate) fn new(tx: mpsc::Sender<Outgoing>, plugin: &'static str, route: Arc<str>) -> Self {
+        Pdk { tx, state: State::Running, plugin, route, outcome: None, cache: None }
+    }
+
+    /// Records the event's decision (`ok`, `anonymous` or an error code): counted in the
+    /// `decisions` metric and shown in the event's log line.
+    pub fn record_outcome(&mut self, code: &'static str) {
+        self.outcome = Some(code);
+        crate::metrics::global().decision(self.plugin, &self.route, code);
+    }
+
+    /// Notes how the credential cache answered (`hit`, `miss`, …) for the event's log line.
+    pub fn note_cache(&mut self, status: &'static str) {
+        self.cache = Some(status);
+    }
+
+    /// `(outcome, cache status)` recorded so far.
+    pub fn notes(&self) -> (Option<&'static str>, Option<&'static str>) {
+        (self.outcome, self.cache)
     }
 
     /// True once a terminal call was sent or Kong abandoned the event.

@@ -74,6 +74,7 @@ impl Identity {
 
 /// Lets an authenticated request through: 2 PDK calls, 3 with `set_kong_consumer`.
 pub async fn admit(pdk: &mut Pdk, identity: &Identity, admission: &Admission) -> Result<(), PdkError> {
+    pdk.record_outcome("ok");
     pdk.service_request().set_headers(&identity.header_changes(&admission.hide)).await?;
     let groups = Value::Array(identity.groups.iter().map(|g| Value::from(g.as_str())).collect());
     pdk.ctx_shared().set("authenticated_groups", groups).await?;
@@ -92,6 +93,7 @@ pub async fn admit(pdk: &mut Pdk, identity: &Identity, admission: &Admission) ->
 /// Lets an unauthenticated request through (`credential_optional`) with every reserved
 /// header removed, so no client-sent identity reaches the upstream: 1 PDK call.
 pub async fn pass_anonymous(pdk: &mut Pdk) -> Result<(), PdkError> {
+    pdk.record_outcome("anonymous");
     let mut changes = HeaderChanges::new();
     for name in RESERVED_HEADERS {
         changes.remove(name);

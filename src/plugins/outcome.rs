@@ -104,6 +104,7 @@ impl AuthError {
 
 /// Answers the request with `error` and ends the event (one round trip).
 pub async fn reject(pdk: &mut Pdk, scheme: Scheme, error: AuthError) -> Result<(), PdkError> {
+    pdk.record_outcome(error.code());
     let retry_after;
     let mut headers: Vec<(&str, &str)> = vec![("Content-Type", "application/problem+json")];
     if let Some(value) = error.www_authenticate(scheme) {

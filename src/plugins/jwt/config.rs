@@ -1,7 +1,12 @@
-//! `ghasi-jwt` config: the field table (source of the `--dump` schema and of validation) and
-//! the typed struct built from it.
+//! `ghasi-jwt` config: the field table (source of the `--dump` schema and of validation), the
+//! typed struct built from it, and the [`Policy`] derived from it once per instance.
 
+use std::time::Duration;
+
+use jsonwebtoken::Algorithm;
 use serde::Deserialize;
+
+use crate::plugins::identity::SpoofPolicy;
 
 use crate::plugins::schema::{self, Default as D, Field};
 
@@ -34,7 +39,7 @@ pub const FIELDS: &[Field] = &[
     Field::integer("jwks_cache_ttl").default(D::Int(300)).between(10, 86400)
         .describe("Seconds a fetched JWKS stays valid after its last successful fetch."),
     Field::integer("jwks_refresh_ahead").default(D::Int(60)).between(0, 86400)
-        .describe("Seconds before jwks_cache_ttl runs out at which a background refresh starts."),
+        .describe("Seconds before jwks_cache_ttl runs out at which a background refresh starts (at most half of jwks_cache_ttl)."),
     Field::integer("jwks_max_stale").default(D::Int(0)).between(0, 86400)
         .describe("Extra seconds the last-known JWKS is used while auth-service is down; then 503."),
     Field::integer("jwks_kid_refresh_interval").default(D::Int(10)).between(1, 3600)
@@ -83,6 +88,79 @@ impl Config {
     }
 }
 
+/// What the access flow needs, computed once at StartInstance (design.md §6): parsed
+/// algorithms, signed leeway arithmetic, lower-case header names, the JWKS timings.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    pub algorithms: Vec<Algorithm>,
+    pub issuer: String,
+    pub audiences: Vec<String>,
+    pub leeway: i64,
+    /// 0 disables the check.
+    pub max_token_lifetime: i64,
+    pub cookie_names: Vec<String>,
+    pub credential_optional: bool,
+    pub consumer_username_claim: String,
+    pub roles_claim: String,
+    pub required_roles: Vec<String>,
+    /// `roles_match: all`.
+    pub roles_all: bool,
+    pub spoof: SpoofPolicy,
+    pub authenticated_group: String,
+    pub jwks: JwksTiming,
+}
+
+/// The JWKS cache is shared per URL, but each instance judges freshness with its own timings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct JwksTiming {
+    pub ttl: Duration,
+    pub refresh_ahead: Duration,
+    pub max_stale: Duration,
+    pub kid_refresh_interval: Duration,
+    pub timeout: Duration,
+}
+
+impl Config {
+    /// The per-instance policy. Fails only on an algorithm name jsonwebtoken does not know
+    /// (the table's `one_of` already excludes that).
+    pub fn policy(&self) -> Result<Policy, String> {
+        let algorithms = self
+            .algorithms
+            .iter()
+            .map(|name| {
+                name.parse::<Algorithm>().map_err(|_| format!("field 'algorithms': unsupported algorithm {name:?}"))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        // Kong's schema cannot relate two fields, so a refresh-ahead at or beyond the TTL is
+        // capped rather than refused (refusing at StartInstance would disable the route's
+        // plugin); uncapped, every request would start a refresh.
+        let refresh_ahead = self.jwks_refresh_ahead.min(self.jwks_cache_ttl / 2);
+        let secs = Duration::from_secs;
+        Ok(Policy {
+            algorithms,
+            issuer: self.issuer.clone(),
+            audiences: self.audiences.clone(),
+            leeway: self.leeway as i64,
+            max_token_lifetime: self.max_token_lifetime as i64,
+            cookie_names: self.cookie_names.clone(),
+            credential_optional: self.credential_optional,
+            consumer_username_claim: self.consumer_username_claim.clone(),
+            roles_claim: self.roles_claim.clone(),
+            required_roles: self.required_roles.clone(),
+            roles_all: self.roles_match == "all",
+            spoof: SpoofPolicy::parse(&self.on_spoofed_identity_header),
+            authenticated_group: self.authenticated_group.clone(),
+            jwks: JwksTiming {
+                ttl: secs(self.jwks_cache_ttl),
+                refresh_ahead: secs(refresh_ahead),
+                max_stale: secs(self.jwks_max_stale),
+                kid_refresh_interval: secs(self.jwks_kid_refresh_interval),
+                timeout: Duration::from_millis(self.timeout_ms),
+            },
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -93,5 +171,61 @@ mod tests {
         assert_eq!(c.algorithms, ["RS256", "ES256", "EdDSA"]);
         assert_eq!((c.leeway, c.jwks_cache_ttl, c.jwks_refresh_ahead), (30, 300, 60));
         assert_eq!(c.roles_match, "any");
+        let p = c.policy().unwrap();
+        assert_eq!(p.algorithms, [Algorithm::RS256, Algorithm::ES256, Algorithm::EdDSA]);
+        assert_eq!(p.jwks.ttl, Duration::from_secs(300));
+        assert!(!p.roles_all);
+        assert_eq!(p.spoof, SpoofPolicy::Strip);
+    }
+
+    #[test]
+    fn every_field_is_validated() {
+        let base = r#""jwks_url":"http://a/j","issuer":"i""#;
+        let bad = [
+            r#""jwks_url":"ftp://a""#,
+            r#""issuer":"""#,
+            r#""audiences":[1]"#,
+            r#""algorithms":["HS256"]"#,
+            r#""algorithms":["none"]"#,
+            r#""algorithms":[]"#,
+            r#""leeway":-1"#,
+            r#""leeway":301"#,
+            r#""max_token_lifetime":-5"#,
+            r#""cookie_names":"x""#,
+            r#""credential_optional":"yes""#,
+            r#""consumer_username_claim":"""#,
+            r#""roles_claim":"""#,
+            r#""required_roles":[""]"#,
+            r#""roles_match":"some""#,
+            r#""jwks_cache_ttl":5"#,
+            r#""jwks_refresh_ahead":-1"#,
+            r#""jwks_max_stale":86401"#,
+            r#""jwks_kid_refresh_interval":0"#,
+            r#""timeout_ms":0"#,
+            r#""set_kong_consumer":1"#,
+            r#""hide_credentials":"true""#,
+            r#""on_spoofed_identity_header":"log""#,
+            r#""authenticated_group":"""#,
+        ];
+        let mut named = std::collections::HashSet::new();
+        for field in bad {
+            let json = if field.starts_with(r#""jwks_url""#) {
+                format!(r#"{{{field},"issuer":"i"}}"#)
+            } else if field.starts_with(r#""issuer""#) {
+                format!(r#"{{"jwks_url":"http://a/j",{field}}}"#)
+            } else {
+                format!("{{{base},{field}}}")
+            };
+            let err = Config::parse(json.as_bytes()).expect_err(&json);
+            let name = field.split('"').nth(1).unwrap();
+            assert!(err.contains(&format!("field '{name}'")), "{json}: {err}");
+            named.insert(name.to_owned());
+        }
+        assert_eq!(named.len(), FIELDS.len(), "a bad value for every field of the table");
+        let capped = Config::parse(br#"{"jwks_url":"http://a/j","issuer":"i","jwks_refresh_ahead":300}"#)
+            .unwrap()
+            .policy()
+            .unwrap();
+        assert_eq!(capped.jwks.refresh_ahead, Duration::from_secs(150), "capped at half the TTL");
     }
 }

@@ -1,0 +1,69 @@
+//! What `/health` and `/ready` report: whether the socket listens, the state of every JWKS
+//! in use, and whether each auth-service answered its last call. The plugins report into
+//! it; the ops listener reads it.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::OnceLock;
+
+use parking_lot::Mutex;
+use serde::Serialize;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct JwksHealth {
+    /// `empty` (never loaded), `fresh`, `refreshing`, `stale`, `expired`.
+    pub state: &'static str,
+    /// Seconds since the set in use was fetched (absent before the first fetch).
+    pub age_seconds: Option<u64>,
+    pub keys: usize,
+    /// Gates `/ready` (a URL named by `--warm-jwks` or used by an instance).
+    pub loaded: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct AuthServiceHealth {
+    pub reachable: bool,
+    /// Failure kind of the last call, if it failed (`timeout`, `connect`, `status`, `body`).
+    pub last_error: Option<&'static str>,
+}
+
+#[derive(Default)]
+struct State {
+    jwks: BTreeMap<String, JwksHealth>,
+    auth_services: BTreeMap<String, AuthServiceHealth>,
+}
+
+static LISTENING: AtomicBool = AtomicBool::new(false);
+
+fn state() -> &'static Mutex<State> {
+    static STATE: OnceLock<Mutex<State>> = OnceLock::new();
+    STATE.get_or_init(Mutex::default)
+}
+
+pub fn set_listening(on: bool) {
+    LISTENING.store(on, Ordering::Release);
+}
+
+pub fn report_jwks(url: &str, health: JwksHealth) {
+    state().lock().jwks.insert(url.to_owned(), health);
+}
+
+pub fn report_auth_service(url: &str, reachable: bool, last_error: Option<&'static str>) {
+    state().lock().auth_services.insert(url.to_owned(), AuthServiceHealth { reachable, last_error });
+}
+
+#[derive(Debug, Serialize)]
+pub struct Report {
+    pub ready: bool,
+    pub listening: bool,
+    pub jwks: BTreeMap<String, JwksHealth>,
+    pub auth_services: BTreeMap<String, AuthServiceHealth>,
+}
+
+/// Ready = the socket listens and every JWKS in use has loaded a first set.
+pub fn report() -> Report {
+    let listening = LISTENING.load(Ordering::Acquire);
+    let s = state().lock();
+    let ready = listening && s.jwks.values().all(|j| j.loaded);
+    Report { ready, listening, jwks: s.jwks.clone(), auth_services: s.auth_services.clone() }
+}

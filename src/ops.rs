@@ -1,0 +1,43 @@
+//! The operations listener (`--metrics-listen`): Prometheus `/metrics`, `/health` (JSON:
+//! JWKS age/state, auth-service reachability, ready flag) and `/ready` (200 once the socket
+//! listens and every JWKS in use has loaded, else 503). Off unless configured.
+
+use std::net::SocketAddr;
+
+use anyhow::Context;
+use axum::http::{header, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::{Json, Router};
+
+use crate::registry::Registry;
+use crate::{health, metrics};
+
+pub async fn bind(addr: SocketAddr) -> anyhow::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding the metrics listener on {addr}"))
+}
+
+pub async fn serve(listener: tokio::net::TcpListener, registry: Registry) {
+    let app = Router::new()
+        .route("/metrics", get(move || render_metrics(registry.clone())))
+        .route("/health", get(|| async { Json(health::report()) }))
+        .route("/ready", get(ready));
+    if let Err(e) = axum::serve(listener, app).await {
+        tracing::error!("metrics listener failed: {e}");
+    }
+}
+
+async fn render_metrics(registry: Registry) -> impl IntoResponse {
+    let m = metrics::global();
+    m.events_in_flight.set(registry.live_events() as i64);
+    (
+        [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+        m.render(),
+    )
+}
+
+async fn ready() -> impl IntoResponse {
+    let report = health::report();
+    let status = if report.ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (status, Json(report))
+}
