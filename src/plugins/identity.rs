@@ -90,9 +90,19 @@ pub async fn admit(pdk: &mut Pdk, identity: &Identity, admission: &Admission) ->
     Ok(())
 }
 
-/// Lets an unauthenticated request through (`credential_optional`) with every reserved
-/// header removed, so no client-sent identity reaches the upstream: 1 PDK call.
+/// Lets a request without this plugin's credential through (`credential_optional`).
+///
+/// If a plugin that ran earlier (ghasi-jwt has the higher priority) already authenticated
+/// the request, its identity headers stand: it has overwritten or removed every reserved
+/// header, and stripping them now would leave a JWT-authenticated request on an "API key
+/// or JWT" route without `X-Account-Id`. Otherwise every reserved header is removed, so no
+/// client-sent identity reaches the upstream. 2 PDK calls (1 when already authenticated).
 pub async fn pass_anonymous(pdk: &mut Pdk) -> Result<(), PdkError> {
+    let prior = pdk.ctx_shared().get("authenticated_groups").await?;
+    if prior.is_some_and(|groups| groups.as_array().is_some_and(|g| !g.is_empty())) {
+        pdk.record_outcome("already_authenticated");
+        return Ok(());
+    }
     pdk.record_outcome("anonymous");
     let mut changes = HeaderChanges::new();
     for name in RESERVED_HEADERS {
