@@ -1,15 +1,46 @@
 //! `ghasi-api-key-lookup`: resolves a customer API key against auth-service (design.md §3).
-//! (Being implemented: the config below is final, the access logic is not there yet.)
+//!
+//! One request, in PDK calls (design.md §6):
+//!
+//! | path | calls |
+//! |---|---|
+//! | valid key | read, `set_headers` (identity + remove key and reserved headers), `ctx.shared.set` = 3 (+1 `set_kong_consumer`) |
+//! | any denial (401/400/503) | read, `response.exit` = 2 |
+//! | no key, `credential_optional` | read, `set_headers` (remove reserved headers) = 2 |
+//! | `key_in_query` | +1 read; +1 `clear_query_arg` when a key that came in the query is hidden |
+//!
+//! Modules: [`config`] (the field table), [`credential`] (reading the key), [`client`]
+//! (auth-service), [`cache`] (keyed-hash single-flight cache). Nothing here logs or keeps the
+//! key itself: logs carry a short prefix of its keyed hash.
 
+pub mod cache;
+pub mod client;
 pub mod config;
+pub mod credential;
 
 use std::sync::Arc;
+use std::time::Duration;
 
+use anyhow::Context;
+use rand::Rng;
+use rmpv::Value;
+
+use self::cache::{CacheStatus, KeyCache, Lifetimes, Verdict};
+use self::client::{AuthClient, KeyInfo};
+use self::credential::{Found, Reader};
+use super::identity::{self, Admission, Identity, SpoofPolicy};
+use super::outcome::{self, AuthError, Scheme};
 use super::{Phase, Plugin, PluginSpec};
 use crate::pdk::Pdk;
 
+pub const NAME: &str = "ghasi-api-key-lookup";
+
+/// `Retry-After` of a 503 is drawn from this range (seconds): short, because the outage may
+/// be a blip, and jittered so that clients do not come back in lockstep.
+pub const RETRY_AFTER_SECS: std::ops::RangeInclusive<u64> = 1..=3;
+
 pub static SPEC: PluginSpec = PluginSpec {
-    name: "ghasi-api-key-lookup",
+    name: NAME,
     priority: 1250,
     version: "0.1.0",
     phases: &[Phase::Access],
@@ -17,18 +48,164 @@ pub static SPEC: PluginSpec = PluginSpec {
     start,
 };
 
+/// One configured instance; everything computable from the config is computed here, once.
 pub struct ApiKeyLookup {
-    #[allow(dead_code)]
-    config: config::Config,
+    reader: Reader,
+    credential_optional: bool,
+    spoof: SpoofPolicy,
+    hide_credentials: bool,
+    admission: Admission,
+    group: String,
+    lifetimes: Lifetimes,
+    client: Arc<AuthClient>,
+    cache: Arc<KeyCache>,
 }
 
 fn start(json: &[u8]) -> Result<Plugin, String> {
     let config = config::Config::parse(json)?;
-    Ok(Plugin::ApiKey(Arc::new(ApiKeyLookup { config })))
+    Ok(Plugin::ApiKey(Arc::new(ApiKeyLookup::new(&config)?)))
 }
 
 impl ApiKeyLookup {
-    pub async fn access(&self, _pdk: &mut Pdk) -> anyhow::Result<()> {
-        anyhow::bail!("ghasi-api-key-lookup is not implemented yet")
+    pub fn new(config: &config::Config) -> Result<ApiKeyLookup, String> {
+        credential::check_names(&config.key_names)?;
+        let spoof = SpoofPolicy::parse(&config.on_spoofed_identity_header);
+        let reader = Reader::new(&config.key_names, config.key_in_query, spoof);
+        let token = config.service_token.as_deref();
+        let client =
+            AuthClient::new(&config.auth_service_url, &config.lookup_path, token, Duration::from_millis(config.timeout_ms))?;
+        let hide = if config.hide_credentials { reader.names().to_vec() } else { Vec::new() };
+        Ok(ApiKeyLookup {
+            credential_optional: config.credential_optional,
+            spoof,
+            hide_credentials: config.hide_credentials,
+            admission: Admission { set_kong_consumer: config.set_kong_consumer, hide },
+            group: config.authenticated_group.clone(),
+            lifetimes: Lifetimes {
+                positive: Duration::from_secs(config.cache_ttl),
+                negative: Duration::from_secs(config.negative_cache_ttl),
+                stale_if_error: Duration::from_secs(config.stale_if_error),
+            },
+            client: Arc::new(client),
+            cache: cache::shared(&cache::cache_id(&config.auth_service_url, &config.lookup_path, token)),
+            reader,
+        })
+    }
+
+    pub async fn access(&self, pdk: &mut Pdk) -> anyhow::Result<()> {
+        let presented = self.reader.read(pdk).await.context("reading the API key")?;
+        if presented.spoofed && self.spoof == SpoofPolicy::Reject {
+            return deny(pdk, AuthError::SpoofedIdentityHeader, None).await;
+        }
+        let key = match presented.key {
+            Found::One(key) => key,
+            Found::None if self.credential_optional => {
+                identity::pass_anonymous(pdk).await.context("passing an anonymous request")?;
+                tracing::debug!(plugin = NAME, outcome = "anonymous", "no API key; credential_optional lets it through");
+                return Ok(());
+            }
+            Found::None => return deny(pdk, AuthError::CredentialMissing, None).await,
+            Found::Ambiguous => return deny(pdk, AuthError::CredentialAmbiguous, None).await,
+            Found::Unusable => return deny(pdk, AuthError::CredentialInvalid, None).await,
+        };
+        let digest = cache::digest(key.as_bytes());
+        let client = self.client.clone();
+        let lookup = move || async move { client.lookup(&key).await };
+        let (verdict, status) = self.cache.resolve(digest, self.lifetimes, lookup).await;
+        let decided = Some((status, &digest));
+        match verdict {
+            Verdict::Valid(info) => {
+                self.admit(pdk, &info, &presented.query_names).await?;
+                tracing::debug!(
+                    plugin = NAME,
+                    outcome = "ok",
+                    cache = status.as_str(),
+                    key_hash = %short_hash(&digest),
+                    account_id = %info.account_id,
+                    key_id = %info.key_id,
+                    "API key accepted"
+                );
+                Ok(())
+            }
+            Verdict::Invalid => deny(pdk, AuthError::CredentialInvalid, decided).await,
+            Verdict::Unavailable => {
+                let retry_after_secs = rand::thread_rng().gen_range(RETRY_AFTER_SECS);
+                deny(pdk, AuthError::AuthorityUnavailable { retry_after_secs }, decided).await
+            }
+        }
+    }
+
+    /// The success batch (design.md §6), plus removing a key that came in the query.
+    async fn admit(&self, pdk: &mut Pdk, info: &KeyInfo, query_names: &[String]) -> anyhow::Result<()> {
+        let identity = Identity {
+            account_id: info.account_id.clone(),
+            user_id: info.user_id.clone(),
+            consumer_username: info.consumer_username.clone().unwrap_or_else(|| info.account_id.clone()),
+            credential_identifier: Some(info.key_id.clone()),
+            groups: vec![self.group.clone()],
+        };
+        identity::admit(pdk, &identity, &self.admission).await.context("admitting the request")?;
+        if self.hide_credentials {
+            for name in query_names {
+                pdk.call("kong.service.request.clear_query_arg", vec![Value::from(name.as_str())])
+                    .await
+                    .context("removing the API key from the upstream query")?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Answers with `error` and logs the decision (never the key: a prefix of its keyed hash).
+async fn deny(pdk: &mut Pdk, error: AuthError, decided: Option<(CacheStatus, &cache::Digest)>) -> anyhow::Result<()> {
+    let (cache, key_hash) = match decided {
+        Some((status, digest)) => (status.as_str(), short_hash(digest)),
+        None => ("none", String::new()),
+    };
+    tracing::debug!(plugin = NAME, outcome = error.code(), status = error.status(), cache, key_hash, "request denied");
+    outcome::reject(pdk, Scheme::ApiKey, error).await.with_context(|| format!("answering {}", error.code()))
+}
+
+/// The first 6 bytes of the keyed hash, hex: correlates log lines of one key within this
+/// process (the pepper changes at restart) without revealing anything about the key.
+fn short_hash(digest: &cache::Digest) -> String {
+    digest[..6].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lookup(json: &str) -> Result<ApiKeyLookup, String> {
+        ApiKeyLookup::new(&config::Config::parse(json.as_bytes())?)
+    }
+
+    #[test]
+    fn start_derives_the_instance_from_the_config() {
+        let p = lookup(r#"{"auth_service_url":"http://auth.invalid","key_names":["X-API-Key","apikey"],"hide_credentials":true}"#)
+            .unwrap();
+        assert_eq!(p.admission.hide, ["x-api-key", "apikey"]);
+        assert_eq!(p.lifetimes.positive, Duration::from_secs(60));
+        assert_eq!(p.lifetimes.negative, Duration::from_secs(15));
+        assert!(!p.admission.set_kong_consumer && p.spoof == SpoofPolicy::Strip);
+        let p = lookup(r#"{"auth_service_url":"http://auth.invalid","hide_credentials":false}"#).unwrap();
+        assert!(p.admission.hide.is_empty());
+    }
+
+    #[test]
+    fn instances_of_one_auth_service_share_the_cache() {
+        let a = lookup(r#"{"auth_service_url":"http://share.invalid","cache_ttl":10}"#).unwrap();
+        let b = lookup(r#"{"auth_service_url":"http://share.invalid/","cache_ttl":60,"__seq__":4}"#).unwrap();
+        let c = lookup(r#"{"auth_service_url":"http://share.invalid","service_token":"t"}"#).unwrap();
+        assert!(Arc::ptr_eq(&a.cache, &b.cache));
+        assert!(!Arc::ptr_eq(&a.cache, &c.cache));
+    }
+
+    #[test]
+    fn bad_configs_name_the_field() {
+        let err = lookup(r#"{"auth_service_url":"http://a","key_names":["X-User-Id"]}"#).err().unwrap();
+        assert!(err.contains("field 'key_names'"), "{err}");
+        let err = lookup(r#"{"auth_service_url":"http://a","service_token":"a\u0000b"}"#).err().unwrap();
+        assert!(err.contains("field 'service_token'"), "{err}");
     }
 }
