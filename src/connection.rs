@@ -47,7 +47,9 @@ pub struct Limits {
     pub send_server_pid: bool,
 }
 
-pub async fn serve(mut stream: UnixStream, registry: Registry, limits: &Limits) -> Result<(), ConnectionError> {
+/// Serves requests until EOF or an error. The caller closes the stream (after its own
+/// bookkeeping, so that metrics never lag behind what the peer observed).
+pub async fn serve(stream: &mut UnixStream, registry: Registry, limits: &Limits) -> Result<(), ConnectionError> {
     let mut out = Vec::with_capacity(512);
     if limits.send_server_pid {
         codec::encode(&rpc::server_pid_notification(std::process::id()), &mut out);

@@ -58,16 +58,18 @@ pub async fn serve(
     let reason = loop {
         tokio::select! {
             accepted = listener.listener.accept() => match accepted {
-                Ok((stream, _)) => {
+                Ok((mut stream, _)) => {
                     let (registry, limits) = (registry.clone(), limits.clone());
                     tokio::spawn(async move {
                         let m = metrics::global();
                         m.connections_open.inc();
-                        if let Err(e) = connection::serve(stream, registry, &limits).await {
+                        let result = connection::serve(&mut stream, registry, &limits).await;
+                        if let Err(e) = &result {
                             m.connection_errors.get_or_create(&KindLabels { kind: e.kind() }).inc();
                             tracing::warn!("connection closed: {e}");
                         }
                         m.connections_open.dec();
+                        drop(stream);
                     });
                 }
                 Err(e) => {

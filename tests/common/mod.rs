@@ -2,6 +2,7 @@
 //! temporary Unix socket, with its stderr (the logs) captured to a file.
 #![allow(dead_code)]
 
+pub mod http;
 pub mod raw;
 
 use std::os::unix::net::UnixStream;
