@@ -13,9 +13,9 @@ use serde_json::json;
 
 /// Starts the server with the metrics listener on a free loopback port; returns the address.
 pub fn start_with_metrics(extra: &[&str]) -> (Server, String) {
-    let mut options = common::Options::default();
-    options.args = vec!["--metrics-listen".into(), "127.0.0.1:0".into()];
-    options.args.extend(extra.iter().map(|s| s.to_string()));
+    let mut args = vec!["--metrics-listen".to_owned(), "127.0.0.1:0".to_owned()];
+    args.extend(extra.iter().map(|s| s.to_string()));
+    let options = common::Options { args, ..Default::default() };
     let server = Server::start_with(options);
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
