@@ -47,7 +47,9 @@ pub(crate) struct ConnCtx {
 enum Power {
     On,
     /// Going down; `spare` may finish its current response.
-    Off { spare: Option<u64> },
+    Off {
+        spare: Option<u64>,
+    },
 }
 
 struct Running {
@@ -64,7 +66,11 @@ struct Core {
 }
 
 fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
-    let socket = if addr.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
     // Re-binding the same port after down() must not wait for TIME_WAIT connections.
     socket.set_reuseaddr(true)?;
     socket.bind(addr)?;
@@ -73,12 +79,16 @@ fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
 
 async fn serve_conn(stream: TcpStream, router: Router, id: u64, mut power: watch::Receiver<Power>) {
     let kill = Arc::new(Notify::new());
-    let ctx = ConnCtx { id, kill: kill.clone() };
+    let ctx = ConnCtx {
+        id,
+        kill: kill.clone(),
+    };
     let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
         req.extensions_mut().insert(ctx.clone());
         router.clone().oneshot(req)
     });
-    let conn = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service);
+    let conn =
+        hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service);
     tokio::pin!(conn);
     let mut draining = false;
     loop {
@@ -98,7 +108,12 @@ async fn serve_conn(stream: TcpStream, router: Router, id: u64, mut power: watch
     }
 }
 
-async fn accept_loop(listener: TcpListener, router: Router, next_conn: Arc<AtomicU64>, mut power: watch::Receiver<Power>) {
+async fn accept_loop(
+    listener: TcpListener,
+    router: Router,
+    next_conn: Arc<AtomicU64>,
+    mut power: watch::Receiver<Power>,
+) {
     let mut conns = JoinSet::new();
     loop {
         tokio::select! {
@@ -124,7 +139,12 @@ async fn accept_loop(listener: TcpListener, router: Router, next_conn: Arc<Atomi
 impl Core {
     fn spawn(&self, listener: TcpListener) -> Running {
         let (power, rx) = watch::channel(Power::On);
-        let accept = tokio::spawn(accept_loop(listener, self.router.clone(), self.next_conn.clone(), rx));
+        let accept = tokio::spawn(accept_loop(
+            listener,
+            self.router.clone(),
+            self.next_conn.clone(),
+            rx,
+        ));
         Running { accept, power }
     }
 
@@ -138,9 +158,14 @@ impl Core {
     }
 
     async fn down(&self, spare: Option<u64>) {
-        let Some(mut r) = self.running.lock().await.take() else { return };
+        let Some(mut r) = self.running.lock().await.take() else {
+            return;
+        };
         r.power.send_replace(Power::Off { spare });
-        if tokio::time::timeout(Duration::from_secs(5), &mut r.accept).await.is_err() {
+        if tokio::time::timeout(Duration::from_secs(5), &mut r.accept)
+            .await
+            .is_err()
+        {
             r.accept.abort();
         }
         tracing::info!(addr = %self.addr, "down: port closed");
@@ -220,7 +245,11 @@ impl DevAuthService {
         });
         *core.running.lock().await = Some(core.spawn(listener));
         let power_task = tokio::spawn(power_task(Arc::downgrade(&core), rx));
-        Ok(DevAuthService { shared, core, power_task })
+        Ok(DevAuthService {
+            shared,
+            core,
+            power_task,
+        })
     }
 
     /// The bound address.
@@ -291,7 +320,10 @@ impl DevAuthService {
     /// process took it meanwhile); see [`DevAuthService::try_up`].
     pub async fn up(&self) {
         if let Err(e) = self.try_up().await {
-            panic!("dev auth-service: cannot listen again on {}: {e}", self.core.addr);
+            panic!(
+                "dev auth-service: cannot listen again on {}: {e}",
+                self.core.addr
+            );
         }
     }
 
@@ -325,7 +357,9 @@ impl DevAuthService {
     /// A new key of `alg` becomes current; the previous current key of `alg` stays in the JWKS
     /// when `keep_old`. Returns the new kid.
     pub async fn rotate(&self, alg: Alg, keep_old: bool) -> String {
-        crate::dev_api::rotate_keys(&self.shared, alg, keep_old).await.expect("key generation")
+        crate::dev_api::rotate_keys(&self.shared, alg, keep_old)
+            .await
+            .expect("key generation")
     }
 
     /// Kid of the current key of `alg`.
@@ -351,7 +385,12 @@ impl DevAuthService {
     /// The SPKI PEM of an RSA key this service holds (what an algorithm-confusion attacker
     /// would use as an HMAC secret); `None` for other key types or unknown kids.
     pub fn public_key_pem(&self, kid: &str) -> Option<String> {
-        self.shared.keys.read().get(kid)?.public_key_pem().map(str::to_owned)
+        self.shared
+            .keys
+            .read()
+            .get(kid)?
+            .public_key_pem()
+            .map(str::to_owned)
     }
 
     /// Adds a known key to, or removes it from, the JWKS without changing the current keys.
@@ -362,7 +401,9 @@ impl DevAuthService {
 
     /// Mints a token; panics on an invalid spec (unknown user, kid/alg mismatch).
     pub fn mint(&self, spec: &TokenSpec) -> String {
-        self.try_mint(spec).unwrap_or_else(|e| panic!("dev auth-service mint: {e:#}")).token
+        self.try_mint(spec)
+            .unwrap_or_else(|e| panic!("dev auth-service mint: {e:#}"))
+            .token
     }
 
     /// Mints a token, returning it with its kid, alg and claims.
@@ -409,7 +450,10 @@ impl DevAuthService {
 
     /// Suspends or reactivates an account. False for an unknown account.
     pub fn set_account_status(&self, account_id: &str, status: AccountStatus) -> bool {
-        self.shared.directory.write().set_account_status(account_id, status)
+        self.shared
+            .directory
+            .write()
+            .set_account_status(account_id, status)
     }
 }
 
