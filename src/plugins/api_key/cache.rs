@@ -33,7 +33,7 @@ use sha2::Sha256;
 use tokio::sync::watch;
 
 use super::client::{Answer, KeyInfo};
-use crate::clock;
+use crate::{clock, metrics};
 
 /// `HMAC-SHA256(pepper, key)`.
 pub type Digest = [u8; 32];
@@ -100,6 +100,14 @@ impl CacheStatus {
             CacheStatus::Stale => "stale",
         }
     }
+
+    /// The `result` label of the cache metric.
+    pub fn metric_label(self) -> &'static str {
+        match self {
+            CacheStatus::Negative => "negative_hit",
+            other => other.as_str(),
+        }
+    }
 }
 
 /// A valid verdict and when it was learnt.
@@ -143,8 +151,8 @@ impl KeyCache {
     pub fn new(positive_capacity: usize, negative_capacity: usize) -> KeyCache {
         KeyCache {
             state: Mutex::new(State {
-                positive: Lru::new(positive_capacity),
-                negative: Lru::new(negative_capacity),
+                positive: Lru::new("positive", positive_capacity),
+                negative: Lru::new("negative", negative_capacity),
                 flights: HashMap::new(),
             }),
         }
@@ -274,23 +282,29 @@ pub fn shared(id: &str) -> Arc<KeyCache> {
         .clone()
 }
 
-/// A bounded map that evicts the least recently used entry when full.
+/// A bounded map that evicts the least recently used entry when full, and reports its size
+/// and evictions as metrics (`cache` label = its name).
 struct Lru<V> {
     entries: HashMap<Digest, (V, u64)>,
     /// Use tick → digest, oldest first.
     order: BTreeMap<u64, Digest>,
     tick: u64,
     capacity: usize,
+    name: &'static str,
 }
 
 impl<V> Lru<V> {
-    fn new(capacity: usize) -> Self {
-        Lru { entries: HashMap::new(), order: BTreeMap::new(), tick: 0, capacity: capacity.max(1) }
+    fn new(name: &'static str, capacity: usize) -> Self {
+        Lru { entries: HashMap::new(), order: BTreeMap::new(), tick: 0, capacity: capacity.max(1), name }
     }
 
     fn next_tick(&mut self) -> u64 {
         self.tick += 1;
         self.tick
+    }
+
+    fn labels(&self) -> metrics::CacheNameLabels {
+        metrics::CacheNameLabels { plugin: super::NAME, cache: self.name }
     }
 
     fn get(&mut self, digest: &Digest) -> Option<&V> {
@@ -304,18 +318,27 @@ impl<V> Lru<V> {
 
     fn insert(&mut self, digest: Digest, value: V) {
         self.remove(&digest);
+        let mut evicted = 0;
         while self.entries.len() >= self.capacity {
             let Some((_, oldest)) = self.order.pop_first() else { break };
             self.entries.remove(&oldest);
+            evicted += 1;
         }
         let tick = self.next_tick();
         self.order.insert(tick, digest);
         self.entries.insert(digest, (value, tick));
+        let m = metrics::global();
+        let labels = self.labels();
+        if evicted > 0 {
+            m.cache_evictions.get_or_create(&labels).inc_by(evicted);
+        }
+        m.cache_entries.get_or_create(&labels).inc_by(1 - evicted as i64);
     }
 
     fn remove(&mut self, digest: &Digest) {
         if let Some((_, used)) = self.entries.remove(digest) {
             self.order.remove(&used);
+            metrics::global().cache_entries.get_or_create(&self.labels()).dec();
         }
     }
 
@@ -449,7 +472,7 @@ mod tests {
     }
 
     fn state() -> State {
-        State { positive: Lru::new(4), negative: Lru::new(4), flights: HashMap::new() }
+        State { positive: Lru::new("positive", 4), negative: Lru::new("negative", 4), flights: HashMap::new() }
     }
 
     const S: fn(u64) -> Duration = Duration::from_secs;

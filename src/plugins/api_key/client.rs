@@ -14,15 +14,15 @@
 //! contains the key: it only travels in the request body.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 use reqwest::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE};
 use serde::Deserialize;
 
-use crate::clock;
+use crate::warn_limiter::WarnLimiter;
+use crate::{clock_skew, metrics, warn_limited};
 
 /// Largest response body read from auth-service; a bigger one is "unavailable", not a
 /// reason to buffer without bound.
@@ -31,8 +31,12 @@ const MAX_BODY_BYTES: usize = 64 * 1024;
 /// Longest identity value accepted from auth-service: they become upstream headers.
 const MAX_IDENTITY_LEN: usize = 256;
 
-/// At most one auth-service warning per this interval and auth-service (the rest is counted).
-const WARN_INTERVAL: Duration = Duration::from_secs(10);
+/// At most one auth-service warning per this many seconds and auth-service (the rest is
+/// counted and reported with the next one).
+const WARN_INTERVAL_SECS: u64 = 10;
+
+/// The `target` label of this client's metrics.
+const TARGET: &str = "auth_service";
 
 /// What auth-service says about a key.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -70,6 +74,18 @@ pub enum Trouble {
     Body(String),
     #[error("request failed: {0}")]
     Request(String),
+}
+
+impl Trouble {
+    /// The `kind` label of the failure metric.
+    fn kind(&self) -> &'static str {
+        match self {
+            Trouble::Timeout(_) => "timeout",
+            Trouble::Connect(_) | Trouble::Request(_) => "connect",
+            Trouble::Status(_) => "status",
+            Trouble::Body(_) => "body",
+        }
+    }
 }
 
 /// The JSON request body.
@@ -130,12 +146,22 @@ impl AuthClient {
 
     /// Asks auth-service about `key`. Never takes longer than the configured timeout.
     pub async fn lookup(&self, key: &str) -> Answer {
+        // Latency is measured on the real clock: the test clock only jumps.
+        let started = Instant::now();
         let answer = match tokio::time::timeout(self.timeout, self.exchange(key)).await {
             Ok(answer) => answer,
             Err(_) => Answer::Unavailable(Trouble::Timeout(self.timeout.as_millis() as u64)),
         };
+        let m = metrics::global();
+        m.upstream(TARGET, started.elapsed().as_secs_f64());
         if let Answer::Unavailable(trouble) = &answer {
-            self.shared.warnings.warn(&self.shared.base_url, trouble);
+            m.upstream_failure(TARGET, trouble.kind());
+            warn_limited!(
+                self.shared.warnings,
+                plugin = super::NAME,
+                auth_service = %self.shared.base_url,
+                "auth-service unavailable, answering 503: {trouble}"
+            );
         }
         answer
     }
@@ -154,6 +180,8 @@ impl AuthClient {
             Err(e) => return Answer::Unavailable(classify(&e)),
         };
         let status = response.status().as_u16();
+        let date = response.headers().get(reqwest::header::DATE).and_then(|v| v.to_str().ok());
+        clock_skew::observe(TARGET, date);
         let body = read_capped(&mut response).await;
         match (status, body) {
             (200, Ok(bytes)) => match parse_valid(&bytes) {
@@ -335,37 +363,9 @@ fn shared_client(base_url: &str, connect_timeout: Duration) -> Result<Arc<Shared
         .user_agent(concat!("ghasi-plugin-server/", env!("CARGO_PKG_VERSION")))
         .build()
         .map_err(|e| format!("field 'auth_service_url': cannot build the HTTP client: {}", chain(&e)))?;
-    let client = Arc::new(SharedClient { http, base_url: base_url.to_owned(), warnings: WarnLimiter::default() });
+    let client = Arc::new(SharedClient { http, base_url: base_url.to_owned(), warnings: WarnLimiter::new(WARN_INTERVAL_SECS) });
     clients.insert(base_url.to_owned(), client.clone());
     Ok(client)
-}
-
-/// Lets one warning per [`WARN_INTERVAL`] through and counts the ones it swallows.
-#[derive(Default)]
-struct WarnLimiter {
-    next_at: Mutex<Option<Duration>>,
-    suppressed: AtomicU64,
-}
-
-impl WarnLimiter {
-    fn warn(&self, auth_service: &str, trouble: &Trouble) {
-        let now = clock::now();
-        {
-            let mut next_at = self.next_at.lock();
-            if next_at.is_some_and(|t| now < t) {
-                self.suppressed.fetch_add(1, Ordering::Relaxed);
-                return;
-            }
-            *next_at = Some(now + WARN_INTERVAL);
-        }
-        let suppressed = self.suppressed.swap(0, Ordering::Relaxed);
-        tracing::warn!(
-            plugin = "ghasi-api-key-lookup",
-            auth_service,
-            suppressed,
-            "auth-service unavailable, answering 503: {trouble}"
-        );
-    }
 }
 
 #[cfg(test)]

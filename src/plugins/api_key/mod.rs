@@ -31,6 +31,7 @@ use self::credential::{Found, Reader};
 use super::identity::{self, Admission, Identity, SpoofPolicy};
 use super::outcome::{self, AuthError, Scheme};
 use super::{Phase, Plugin, PluginSpec};
+use crate::metrics;
 use crate::pdk::Pdk;
 
 pub const NAME: &str = "ghasi-api-key-lookup";
@@ -112,6 +113,8 @@ impl ApiKeyLookup {
         let client = self.client.clone();
         let lookup = move || async move { client.lookup(&key).await };
         let (verdict, status) = self.cache.resolve(digest, self.lifetimes, lookup).await;
+        pdk.note_cache(status.as_str());
+        metrics::global().cache(NAME, status.metric_label());
         let decided = Some((status, &digest));
         match verdict {
             Verdict::Valid(info) => {
