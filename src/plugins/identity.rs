@@ -74,8 +74,20 @@ impl Identity {
 
 /// Lets an authenticated request through: 2 PDK calls, 3 with `set_kong_consumer`.
 pub async fn admit(pdk: &mut Pdk, identity: &Identity, admission: &Admission) -> Result<(), PdkError> {
+    admit_with(pdk, identity, admission, identity.header_changes(&admission.hide)).await
+}
+
+/// [`admit`] with a caller-built header batch: `identity.header_changes(…)` plus changes that
+/// `hide` cannot express (e.g. a `Cookie` header rewritten without the token cookie), still
+/// in the one `set_headers` call.
+pub async fn admit_with(
+    pdk: &mut Pdk,
+    identity: &Identity,
+    admission: &Admission,
+    changes: HeaderChanges,
+) -> Result<(), PdkError> {
     pdk.record_outcome("ok");
-    pdk.service_request().set_headers(&identity.header_changes(&admission.hide)).await?;
+    pdk.service_request().set_headers(&changes).await?;
     let groups = Value::Array(identity.groups.iter().map(|g| Value::from(g.as_str())).collect());
     pdk.ctx_shared().set("authenticated_groups", groups).await?;
     if admission.set_kong_consumer {

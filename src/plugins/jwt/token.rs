@@ -398,8 +398,8 @@ mod tests {
         assert_eq!(code(check(h.clone(), with("aud", json!(["other", "api"])))), "ok");
         assert_eq!(code(check(h.clone(), without("aud"))), "token_invalid");
         // Order: an expired token with a bad alg reports the alg (checked first).
-        let r = Token::parse(&token(json!({"alg": "none"}), with("exp", json!(1)))).unwrap().check_unverified(&policy(), NOW);
-        assert_eq!(r.unwrap_err().reason, "alg not allowed");
+        let t = Token::parse(&token(json!({"alg": "none"}), with("exp", json!(1)))).unwrap();
+        assert_eq!(t.check_unverified(&policy(), NOW).unwrap_err().reason, "alg not allowed");
     }
 
     #[test]
