@@ -1,1 +1,43 @@
-//! Kong emulator (placeholder, being written).
+//! Kong emulator: plays Kong's side of the "MsgPack:1" external plugin-server protocol.
+//!
+//! Kong itself cannot run where this project is built and tested, so this crate reproduces
+//! what a Kong worker does on the plugin-server socket, byte for byte where it matters
+//! (`kong-protocol.md`): lua-MessagePack encoding ([`wire`]), the cosocket keepalive pool,
+//! per-RPC-object msgids, the instance cache with `StartInstance`/`CloseInstance` and
+//! `no plugin instance` recovery, and the event loop that executes PDK calls against an
+//! in-memory [`Request`]. The `kong-emulator` binary adds an HTTP front reading decK YAML
+//! and an echo upstream for local runs and benchmarks.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), kong_emulator::Error> {
+//! use kong_emulator::{Kong, Request};
+//! let kong = Kong::new("/tmp/ghasi.sock");
+//! let plugin = kong.plugin("ghasi-api-key-lookup", serde_json::json!({"auth_service_url": "http://127.0.0.1:8081"}));
+//! let mut req = Request::new("GET", "/v1/messages").with_header("x-api-key", "k1");
+//! let outcome = kong.run_event(&plugin, "access", &mut req).await?;
+//! assert!(outcome.exit.is_none());
+//! # Ok(()) }
+//! ```
+
+mod connection;
+mod error;
+mod event;
+pub mod headers;
+pub mod json;
+mod kong;
+pub mod pdk;
+mod plugin;
+mod pool;
+mod request;
+pub mod wire;
+
+pub use connection::RawConnection;
+pub use error::{Error, KongEffect};
+pub use event::EventOutcome;
+pub use headers::{HeaderLine, HeaderMap};
+pub use kong::{Kong, KongBuilder, KongVersion};
+pub use pdk::Exit;
+pub use plugin::{uuid_like, Plugin, PluginSpec};
+pub use pool::PoolPolicy;
+pub use request::{LogLine, LogSource, Request};
+pub use rmpv::Value;

@@ -1,0 +1,333 @@
+//! The emulated Kong worker: connection pool, RPC objects and the RPC call itself.
+//!
+//! One [`Kong`] value plays one nginx worker. Its `call` is Kong's `Rpc:call`: take a pooled
+//! connection, write `[0, msgid, method, [param]]`, read objects until a response, handle
+//! `serverPid` notifications on the way, validate type and msgid like Kong's asserts, and
+//! return the connection to the pool. msgids come from an "RPC object": one per plugin
+//! server in Kong ≤3.8, one per plugin in 3.9 (`kong-protocol.md` §2.2).
+
+use crate::connection::{Connection, RawConnection, ReadFailure};
+use crate::error::Error;
+use crate::plugin::{InstanceCache, Plugin, PluginSpec};
+use crate::pool::{Pool, PoolPolicy};
+use crate::wire::{self, Incoming, StepData};
+use parking_lot::Mutex;
+use rmpv::Value;
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Which Kong release line to imitate where they differ on the wire or in the PDK.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum KongVersion {
+    /// 3.4 LTS: one msgid counter per plugin server, `__seq__` from 0, no `__ws_id`,
+    /// pool size 30, `set_header` rejects arrays, stale-instance reset drops one entry.
+    V3_4,
+    /// 3.9: one msgid counter per plugin, `__seq__` from 1, `__ws_id`, pool size 256,
+    /// stale-instance reset drops every instance of the plugin.
+    #[default]
+    V3_9,
+}
+
+impl KongVersion {
+    /// `lua_socket_pool_size` default of that version.
+    pub fn default_pool_size(self) -> usize {
+        match self {
+            KongVersion::V3_4 => 30,
+            KongVersion::V3_9 => 256,
+        }
+    }
+}
+
+/// One Lua RPC object: a msgid counter and the last `serverPid` seen.
+#[derive(Debug, Default)]
+pub(crate) struct RpcObject {
+    msgid: AtomicU64,
+    pid: Mutex<Option<f64>>,
+}
+
+impl RpcObject {
+    fn next_msgid(&self) -> u64 {
+        self.msgid.fetch_add(1, Ordering::Relaxed) + 1
+    }
+}
+
+/// Settings for a [`Kong`].
+#[derive(Debug, Clone)]
+pub struct KongBuilder {
+    socket: PathBuf,
+    version: KongVersion,
+    pool_size: Option<usize>,
+    policy: PoolPolicy,
+    read_timeout: Duration,
+    max_event_attempts: usize,
+}
+
+impl KongBuilder {
+    pub fn version(mut self, version: KongVersion) -> Self {
+        self.version = version;
+        self
+    }
+
+    /// Idle connections kept (`lua_socket_pool_size`); default by version.
+    pub fn pool_size(mut self, size: usize) -> Self {
+        self.pool_size = Some(size);
+        self
+    }
+
+    pub fn pool_policy(mut self, policy: PoolPolicy) -> Self {
+        self.policy = policy;
+        self
+    }
+
+    /// How long a read may wait for bytes (OpenResty default 60 s).
+    pub fn read_timeout(mut self, timeout: Duration) -> Self {
+        self.read_timeout = timeout;
+        self
+    }
+
+    /// How many times one event is tried when the server says `no plugin instance`
+    /// (Kong: unbounded).
+    pub fn max_event_attempts(mut self, attempts: usize) -> Self {
+        self.max_event_attempts = attempts.max(1);
+        self
+    }
+
+    pub fn build(self) -> Kong {
+        let pool_size = self.pool_size.unwrap_or(self.version.default_pool_size());
+        Kong {
+            inner: Arc::new(Inner {
+                pool: Pool::new(self.socket, pool_size, self.policy),
+                version: self.version,
+                read_timeout: self.read_timeout,
+                max_event_attempts: self.max_event_attempts,
+                server_rpc: Arc::new(RpcObject::default()),
+                plugin_rpcs: Mutex::new(HashMap::new()),
+                instances: InstanceCache::default(),
+                rpcs: AtomicUsize::new(0),
+                seq: AtomicU64::new(match self.version {
+                    KongVersion::V3_4 => 0,
+                    KongVersion::V3_9 => 1,
+                }),
+                node_id: crate::plugin::uuid_like(),
+                ws_id: crate::plugin::uuid_like(),
+            }),
+        }
+    }
+}
+
+#[derive(Debug)]
+pub(crate) struct Inner {
+    pub(crate) pool: Pool,
+    pub(crate) version: KongVersion,
+    read_timeout: Duration,
+    pub(crate) max_event_attempts: usize,
+    server_rpc: Arc<RpcObject>,
+    plugin_rpcs: Mutex<HashMap<String, Arc<RpcObject>>>,
+    pub(crate) instances: InstanceCache,
+    rpcs: AtomicUsize,
+    seq: AtomicU64,
+    pub(crate) node_id: String,
+    pub(crate) ws_id: String,
+}
+
+/// An emulated Kong worker talking to one plugin-server socket. Cheap to clone; clones
+/// share the pool, counters and instance cache.
+#[derive(Debug, Clone)]
+pub struct Kong {
+    pub(crate) inner: Arc<Inner>,
+}
+
+impl Kong {
+    /// A Kong 3.9 worker with default settings.
+    pub fn new(socket: impl Into<PathBuf>) -> Self {
+        Self::builder(socket).build()
+    }
+
+    pub fn builder(socket: impl Into<PathBuf>) -> KongBuilder {
+        KongBuilder {
+            socket: socket.into(),
+            version: KongVersion::default(),
+            pool_size: None,
+            policy: PoolPolicy::default(),
+            read_timeout: Duration::from_secs(60),
+            max_event_attempts: 3,
+        }
+    }
+
+    pub fn version(&self) -> KongVersion {
+        self.inner.version
+    }
+
+    pub fn socket(&self) -> &std::path::Path {
+        self.inner.pool.path()
+    }
+
+    /// RPCs sent so far (all plugins, all events).
+    pub fn rpc_count(&self) -> usize {
+        self.inner.rpcs.load(Ordering::Relaxed)
+    }
+
+    /// Connections opened so far.
+    pub fn connections_opened(&self) -> u64 {
+        self.inner.pool.opened()
+    }
+
+    /// Idle connections currently pooled.
+    pub fn idle_connections(&self) -> usize {
+        self.inner.pool.idle_count()
+    }
+
+    /// Closes all idle pooled connections.
+    pub fn close_idle_connections(&self) {
+        self.inner.pool.clear()
+    }
+
+    /// `kong.node.get_id()` of this worker.
+    pub fn node_id(&self) -> &str {
+        &self.inner.node_id
+    }
+
+    /// A plugin configuration (a `plugins` row) scoped to a fresh route id.
+    pub fn plugin(&self, name: &str, config: serde_json::Value) -> Plugin {
+        self.plugin_from(PluginSpec::new(name, config))
+    }
+
+    /// A plugin configuration with explicit ids/scoping.
+    pub fn plugin_from(&self, spec: PluginSpec) -> Plugin {
+        Plugin::new(spec, self.next_seq())
+    }
+
+    /// Replaces a plugin's config (a config rebuild in Kong): the next event starts a new
+    /// instance and then closes the old one.
+    pub fn update_config(&self, plugin: &Plugin, config: serde_json::Value) {
+        plugin.replace_config(config, self.next_seq());
+    }
+
+    fn next_seq(&self) -> u64 {
+        self.inner.seq.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Cached instance id of a plugin, if any.
+    pub fn cached_instance_id(&self, plugin: &Plugin) -> Option<Value> {
+        self.inner.instances.get(plugin.id()).map(|e| e.id)
+    }
+
+    /// Forgets every cached instance (what a changed `serverPid` or a worker restart does).
+    pub fn forget_instances(&self) {
+        self.inner.instances.clear();
+    }
+
+    /// A fresh connection outside the pool, for byte-level tests.
+    pub async fn raw_connection(&self) -> Result<RawConnection, Error> {
+        RawConnection::connect(self.inner.pool.path(), self.inner.read_timeout).await
+    }
+
+    /// The RPC object used for `plugin_name`.
+    pub(crate) fn rpc_object(&self, plugin_name: &str) -> Arc<RpcObject> {
+        match self.inner.version {
+            KongVersion::V3_4 => self.inner.server_rpc.clone(),
+            KongVersion::V3_9 => self
+                .inner
+                .plugin_rpcs
+                .lock()
+                .entry(plugin_name.to_string())
+                .or_default()
+                .clone(),
+        }
+    }
+
+    /// Sends one RPC with a single parameter and returns the result (Kong's `Rpc:call`).
+    /// Uses the RPC object of `plugin_name`.
+    pub async fn call(&self, plugin_name: &str, method: &str, param: &Value) -> Result<Value, Error> {
+        let rpc = self.rpc_object(plugin_name);
+        self.call_on(&rpc, method, |msgid| wire::encode_request(msgid, method, param)).await
+    }
+
+    /// Sends a `plugin.Step*` RPC.
+    pub(crate) async fn call_step(
+        &self,
+        rpc: &Arc<RpcObject>,
+        method: &str,
+        event_id: &Value,
+        data: &StepData,
+    ) -> Result<Value, Error> {
+        self.call_on(rpc, method, |msgid| wire::encode_step(msgid, method, event_id, data)).await
+    }
+
+    pub(crate) async fn call_on(
+        &self,
+        rpc: &Arc<RpcObject>,
+        method: &str,
+        encode: impl FnOnce(u64) -> Vec<u8>,
+    ) -> Result<Value, Error> {
+        let msgid = rpc.next_msgid();
+        let bytes = encode(msgid);
+        let mut conn = self.inner.pool.acquire().await?;
+        self.inner.rpcs.fetch_add(1, Ordering::Relaxed);
+        if let Err(source) = conn.send(&bytes).await {
+            return Err(Error::Io { context: format!("sending {method}"), source });
+        }
+        loop {
+            let value = match conn.read_value(self.inner.read_timeout).await {
+                Ok(v) => v,
+                Err(failure) => return Err(self.read_failure(conn, method, failure)),
+            };
+            match wire::classify(value) {
+                Err(assert) => return Err(Error::Protocol(format!("{method}: {assert}"))),
+                Ok(Incoming::Notification { label, args }) => self.notification(rpc, &label, &args),
+                Ok(Incoming::Response { msgid: got, error, result }) => {
+                    if wire::lua_number(&got) != Some(msgid as f64) {
+                        return Err(Error::Protocol(format!(
+                            "unexpected RPC response ID from Go plugin server: sent {msgid} for {method}, got {got}"
+                        )));
+                    }
+                    // Kong returns the connection before looking at the error.
+                    self.inner.pool.release(conn);
+                    return match error {
+                        Value::Nil => Ok(result),
+                        Value::String(s) => Err(Error::Rpc {
+                            method: method.to_string(),
+                            message: String::from_utf8_lossy(s.as_bytes()).into_owned(),
+                        }),
+                        other => Err(Error::Protocol(format!(
+                            "{method}: error element must be nil or a string (Kong calls err:lower()), got {other}"
+                        ))),
+                    };
+                }
+            }
+        }
+    }
+
+    /// Maps a read failure; a timed-out connection goes back to the pool like in Kong.
+    fn read_failure(&self, conn: Connection, method: &str, failure: ReadFailure) -> Error {
+        match failure {
+            ReadFailure::NoData(why) => {
+                if why.starts_with("timeout") {
+                    // OpenResty keeps a timed-out cosocket usable; Kong calls setkeepalive().
+                    self.inner.pool.release(conn);
+                }
+                Error::NoData { method: format!("{method}, {why}") }
+            }
+            ReadFailure::MissingBytes => Error::Protocol(format!("{method}: missing bytes")),
+            ReadFailure::Invalid(e) => Error::Protocol(format!("{method}: undecodable response: {e}")),
+            ReadFailure::Io(source) => Error::Io { context: format!("reading the {method} response"), source },
+        }
+    }
+
+    /// `rpc_notifications`: only `serverPid` is known; a changed pid drops the instances
+    /// bound to this RPC object.
+    fn notification(&self, rpc: &Arc<RpcObject>, label: &Value, args: &Value) {
+        if label.as_str() != Some("serverPid") {
+            return;
+        }
+        let pid = wire::lua_number(args);
+        let mut known = rpc.pid.lock();
+        if known.is_some() && *known != pid {
+            self.inner.instances.drop_bound_to(rpc);
+        }
+        *known = pid;
+    }
+}

@@ -1,0 +1,200 @@
+//! The PDK functions Kong executes on behalf of the plugin server.
+//!
+//! Kong resolves the `Method` of a step result to a Lua function, calls it with the
+//! unpacked `Args` and sends the first return value back (`kong-protocol.md` §5, §6). This
+//! module mirrors that bridge: argument spreading, dispatch by name, the Lua outcomes (a
+//! value, `nil`, a thrown error, or a terminal `kong.response.exit/error`) and the choice of
+//! the `plugin.Step*` method, which depends on the method *name* only.
+
+mod client;
+mod ctx;
+mod log;
+mod nginx;
+mod request;
+mod response;
+mod service;
+
+use crate::kong::KongVersion;
+use crate::request::{LogSource, Request};
+use crate::wire::{self, StepData};
+use rmpv::Value;
+
+pub use response::Exit;
+
+/// What a PDK call did, in Lua terms.
+#[derive(Debug)]
+pub(crate) enum PdkOutcome {
+    /// Returned; the value goes back with a Step (absent when nil).
+    Return(StepData),
+    /// `kong.response.exit`/`error`: Kong sends nothing more for the event.
+    Exit(Exit),
+    /// The function raised a Lua error: the bridge loop dies (500 in access).
+    Throw(String),
+}
+
+/// Everything a PDK function can see.
+pub(crate) struct PdkContext<'a> {
+    pub req: &'a mut Request,
+    pub version: KongVersion,
+    pub node_id: &'a str,
+}
+
+/// Executes `method` with the step result's raw `Args`.
+pub(crate) fn call(ctx: &mut PdkContext<'_>, method: &str, args: Option<Value>) -> PdkOutcome {
+    let args = Args::spread(args);
+    let outcome = match method {
+        "kong.request.get_header" => request::get_header(ctx, &args),
+        "kong.request.get_headers" => request::get_headers(ctx, &args),
+        "kong.request.get_query_arg" => request::get_query_arg(ctx, &args),
+        "kong.request.get_query" => request::get_query(ctx, &args),
+        "kong.request.get_method" => ret_str(ctx.req.method()),
+        "kong.request.get_path" => ret_str(ctx.req.path()),
+        "kong.request.get_raw_query" => ret_str(ctx.req.raw_query()),
+        "kong.request.get_scheme" => ret_str(ctx.req.scheme()),
+        "kong.request.get_host" => request::get_host(ctx),
+        "kong.request.get_raw_body" => Some(PdkOutcome::Return(StepData::Raw(ctx.req.body().to_vec()))),
+        "kong.client.get_ip" => ret_str(ctx.req.client_ip()),
+        "kong.client.get_forwarded_ip" => ret_str(ctx.req.forwarded_ip()),
+        "kong.client.authenticate" => client::authenticate(ctx, &args),
+        "kong.client.get_consumer" => ret_opt(ctx.req.consumer().cloned()),
+        "kong.client.get_credential" => ret_opt(ctx.req.credential().cloned()),
+        "kong.service.request.set_header" => service::set_header(ctx, &args),
+        "kong.service.request.set_headers" => service::set_headers(ctx, &args),
+        "kong.service.request.add_header" => service::add_header(ctx, &args),
+        "kong.service.request.clear_header" => service::clear_header(ctx, &args),
+        "kong.response.exit" => response::exit(ctx, &args),
+        "kong.response.error" => response::error(ctx, &args),
+        "kong.response.set_header" => response::set_header(ctx, &args),
+        "kong.response.add_header" => response::add_header(ctx, &args),
+        "kong.ctx.shared.get" => ctx::shared_get(ctx, &args),
+        "kong.ctx.shared.set" => ctx::shared_set(ctx, &args),
+        "kong.nginx.get_ctx" => ctx::ngx_get(ctx, &args),
+        "kong.nginx.set_ctx" => ctx::ngx_set(ctx, &args),
+        "kong.nginx.get_var" => nginx::get_var(ctx, &args),
+        "kong.nginx.req_start_time" => Some(PdkOutcome::Return(Value::F64(ctx.req.start_time()).into())),
+        "kong.router.get_route" => ret_opt(ctx.req.route().cloned()),
+        "kong.router.get_service" => ret_opt(ctx.req.service().cloned()),
+        "kong.node.get_id" => ret_str(ctx.node_id),
+        m if m.starts_with("kong.log.") => log::write(ctx, &m["kong.log.".len()..], &args),
+        _ => None,
+    };
+    outcome.unwrap_or_else(|| {
+        // `call_pdk_method`: an unresolvable name is logged and answered with nil.
+        ctx.req.log(LogSource::Kong, "err", format!("could not find pdk method: {method}"));
+        PdkOutcome::Return(StepData::Absent)
+    })
+}
+
+/// The Step method Kong answers a PDK call with (`get_step_method`, 3.x).
+pub fn step_method(pdk_method: &str) -> &'static str {
+    match pdk_method {
+        "kong.client.get_credential" | "kong.client.authenticate" => "plugin.StepCredential",
+        "kong.client.load_consumer" | "kong.client.get_consumer" => "plugin.StepConsumer",
+        "kong.node.get_memory_stats" => "plugin.StepMemoryStats",
+        "kong.router.get_route" => "plugin.StepRoute",
+        "kong.router.get_service" => "plugin.StepService",
+        "kong.request.get_query"
+        | "kong.request.get_headers"
+        | "kong.response.get_headers"
+        | "kong.service.response.get_headers" => "plugin.StepMultiMap",
+        _ => "plugin.Step",
+    }
+}
+
+/// PDK function arguments after Kong's `unpack(args)`.
+pub(crate) struct Args(Vec<Value>);
+
+impl Args {
+    /// `Args` array → positional arguments; a map spreads to none; a scalar is the single
+    /// argument; a missing `Args` means one nil argument.
+    fn spread(raw: Option<Value>) -> Self {
+        Args(match raw {
+            None => vec![Value::Nil],
+            Some(Value::Array(items)) => items.into_iter().map(wire::to_lua).collect(),
+            Some(Value::Map(_)) => Vec::new(),
+            Some(other) => vec![wire::to_lua(other)],
+        })
+    }
+
+    /// Argument `i` (0-based); missing ones are nil.
+    pub(crate) fn get(&self, i: usize) -> &Value {
+        static NIL: Value = Value::Nil;
+        self.0.get(i).unwrap_or(&NIL)
+    }
+
+    pub(crate) fn all(&self) -> &[Value] {
+        &self.0
+    }
+}
+
+/// The Lua type name of a value (for error messages).
+pub(crate) fn lua_type(v: &Value) -> &'static str {
+    match v {
+        Value::Nil | Value::Ext(..) => "nil",
+        Value::Boolean(_) => "boolean",
+        Value::Integer(_) | Value::F32(_) | Value::F64(_) => "number",
+        Value::String(_) | Value::Binary(_) => "string",
+        Value::Array(_) | Value::Map(_) => "table",
+    }
+}
+
+/// The bytes of a Lua string value.
+pub(crate) fn as_bytes(v: &Value) -> Option<&[u8]> {
+    match v {
+        Value::String(s) => Some(s.as_bytes()),
+        Value::Binary(b) => Some(b),
+        _ => None,
+    }
+}
+
+/// Lua `tostring` for scalars (what header setters and log functions apply).
+pub(crate) fn tostring(v: &Value) -> Vec<u8> {
+    match v {
+        Value::Nil | Value::Ext(..) => b"nil".to_vec(),
+        Value::Boolean(b) => b.to_string().into_bytes(),
+        Value::String(_) | Value::Binary(_) => as_bytes(v).unwrap_or_default().to_vec(),
+        Value::Array(_) | Value::Map(_) => {
+            format!("table: {}", crate::json::to_json(v)).into_bytes()
+        }
+        _ => number_to_string(wire::lua_number(v).unwrap_or(0.0)).into_bytes(),
+    }
+}
+
+/// Lua's `%.14g` number formatting.
+pub(crate) fn number_to_string(n: f64) -> String {
+    if n.is_finite() && n.floor() == n && n.abs() < 1e15 {
+        format!("{}", n as i64)
+    } else if n.is_nan() {
+        if n.is_sign_negative() { "-nan".into() } else { "nan".into() }
+    } else if n.is_infinite() {
+        if n > 0.0 { "inf".into() } else { "-inf".into() }
+    } else {
+        let s = format!("{:.13e}", n);
+        // Shortest of fixed/scientific with 14 significant digits, like C's %g.
+        let parsed: f64 = s.parse().unwrap_or(n);
+        let fixed = format!("{parsed}");
+        if fixed.len() <= 20 {
+            fixed
+        } else {
+            s
+        }
+    }
+}
+
+fn ret_str(s: &str) -> Option<PdkOutcome> {
+    Some(PdkOutcome::Return(StepData::Value(Value::from(s))))
+}
+
+fn ret_opt(v: Option<Value>) -> Option<PdkOutcome> {
+    Some(PdkOutcome::Return(v.map(StepData::from).unwrap_or(StepData::Absent)))
+}
+
+/// Shorthand for a thrown Lua error.
+pub(crate) fn throw(msg: impl Into<String>) -> Option<PdkOutcome> {
+    Some(PdkOutcome::Throw(msg.into()))
+}
+
+/// Shorthand for a nil return.
+pub(crate) fn nil() -> Option<PdkOutcome> {
+    Some(PdkOutcome::Return(StepData::Absent))
+}
