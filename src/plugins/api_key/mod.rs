@@ -102,7 +102,7 @@ impl ApiKeyLookup {
             Found::One(key) => key,
             Found::None if self.credential_optional => {
                 identity::pass_anonymous(pdk).await.context("passing an anonymous request")?;
-                tracing::debug!(plugin = NAME, outcome = "anonymous", "no API key; credential_optional lets it through");
+                tracing::trace!(plugin = NAME, "no API key; credential_optional lets it through");
                 return Ok(());
             }
             Found::None => return deny(pdk, AuthError::CredentialMissing, None).await,
@@ -119,7 +119,7 @@ impl ApiKeyLookup {
         match verdict {
             Verdict::Valid(info) => {
                 self.admit(pdk, &info, &presented.query_names).await?;
-                tracing::debug!(
+                tracing::trace!(
                     plugin = NAME,
                     outcome = "ok",
                     cache = status.as_str(),
@@ -159,13 +159,14 @@ impl ApiKeyLookup {
     }
 }
 
-/// Answers with `error` and logs the decision (never the key: a prefix of its keyed hash).
+/// Answers with `error`. The event's debug line carries the outcome and cache status; this
+/// trace line adds which key (a prefix of its keyed hash, never the key).
 async fn deny(pdk: &mut Pdk, error: AuthError, decided: Option<(CacheStatus, &cache::Digest)>) -> anyhow::Result<()> {
     let (cache, key_hash) = match decided {
         Some((status, digest)) => (status.as_str(), short_hash(digest)),
         None => ("none", String::new()),
     };
-    tracing::debug!(plugin = NAME, outcome = error.code(), status = error.status(), cache, key_hash, "request denied");
+    tracing::trace!(plugin = NAME, outcome = error.code(), status = error.status(), cache, key_hash = %key_hash, "request denied");
     outcome::reject(pdk, Scheme::ApiKey, error).await.with_context(|| format!("answering {}", error.code()))
 }
 
