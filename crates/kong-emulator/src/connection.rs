@@ -51,6 +51,16 @@ impl Connection {
         self.id
     }
 
+    /// Whether an idle pooled connection is still usable. nginx watches idle keepalive
+    /// connections and closes them when the peer closes or sends anything unsolicited.
+    pub(crate) fn idle_usable(&self) -> bool {
+        if !self.buf.is_empty() {
+            return false;
+        }
+        let mut probe = [0u8; 1];
+        matches!(self.stream.try_read(&mut probe), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+    }
+
     pub(crate) async fn send(&mut self, bytes: &[u8]) -> std::io::Result<()> {
         self.stream.write_all(bytes).await
     }

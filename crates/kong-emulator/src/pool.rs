@@ -54,6 +54,8 @@ impl Pool {
     pub(crate) async fn acquire(&self) -> Result<Connection, Error> {
         let reused = {
             let mut idle = self.idle.lock();
+            // Idle connections the server closed meanwhile are dropped, as nginx does.
+            idle.conns.retain(Connection::idle_usable);
             let pick = match self.policy {
                 PoolPolicy::Lifo => idle.conns.len().checked_sub(1),
                 PoolPolicy::Rotate => {
