@@ -11,7 +11,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use common::Server;
 use dev_auth_service::fixtures::*;
 use dev_auth_service::{ApiKey, DevAuthService, DevConfig, Fault, Target};
-use kong_emulator::{EventOutcome, Kong, Plugin, PluginSpec, Request, Value};
+use kong_emulator::{EventOutcome, Kong, KongVersion, Plugin, PluginSpec, Request, Value};
 use serde_json::{json, Value as Json};
 
 const PLUGIN: &str = "ghasi-api-key-lookup";
@@ -35,10 +35,26 @@ struct Env {
 
 impl Env {
     async fn start() -> Env {
+        Env::start_with(common::Options::default()).await
+    }
+
+    async fn start_with(options: common::Options) -> Env {
         let auth = DevAuthService::start(DevConfig::for_tests()).await.expect("dev auth-service");
-        let server = Server::start();
+        let server = Server::start_with(options);
         let kong = Kong::new(server.socket());
         Env { server, auth, kong }
+    }
+
+    /// The metrics listener's address, once the server announced it.
+    fn metrics_addr(&self) -> String {
+        for _ in 0..500 {
+            if let Some(line) = self.server.logs().lines().find(|l| l.contains("serving /metrics")) {
+                let addr = line.split("addr=").nth(1).and_then(|rest| rest.split_whitespace().next());
+                return addr.expect("the listener line names its address").to_owned();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("the metrics listener never announced itself:\n{}", self.server.logs());
     }
 
     /// The plugin with the auth-service settings plus `extra`.
@@ -565,4 +581,59 @@ async fn kong_injected_config_keys_are_tolerated() {
     let (outcome, req) = ask(&env, &plugin, KEY_ALICE).await;
     assert_eq!(status(&outcome), 200);
     assert_eq!(req.upstream_header("x-account-id").as_deref(), Some(ACCOUNT_ACME));
+}
+
+// ---- metrics ------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn decisions_and_cache_results_are_counted_without_any_key() {
+    let args = vec!["--metrics-listen".to_owned(), "127.0.0.1:0".to_owned()];
+    let env = Env::start_with(common::Options { args, ..Default::default() }).await;
+    let plugin = env.plugin(json!({}));
+    ask(&env, &plugin, KEY_ALICE).await;
+    ask(&env, &plugin, KEY_ALICE).await;
+    ask(&env, &plugin, KEY_UNKNOWN).await;
+    ask(&env, &plugin, KEY_UNKNOWN).await;
+    env.auth.set_fault(Target::Lookup, Fault::Status(502));
+    ask(&env, &plugin, KEY_GLOBEX).await;
+
+    let (code, metrics) = common::http::get(&env.metrics_addr(), "/metrics");
+    assert_eq!(code, 200);
+    let count = |name: &str, labels: &[&str]| common::http::sample(&metrics, name, labels);
+    let plugin_label = r#"plugin="ghasi-api-key-lookup""#;
+    assert_eq!(count("ghasi_cache_requests_total", &[plugin_label, r#"result="miss""#]), Some(3.0), "{metrics}");
+    assert_eq!(count("ghasi_cache_requests_total", &[plugin_label, r#"result="hit""#]), Some(1.0));
+    assert_eq!(count("ghasi_cache_requests_total", &[plugin_label, r#"result="negative_hit""#]), Some(1.0));
+    assert_eq!(count("ghasi_decisions_total", &[plugin_label, r#"code="ok""#]), Some(2.0));
+    assert_eq!(count("ghasi_decisions_total", &[plugin_label, r#"code="credential_invalid""#]), Some(2.0));
+    assert_eq!(count("ghasi_decisions_total", &[plugin_label, r#"code="authority_unavailable""#]), Some(1.0));
+    assert_eq!(count("ghasi_upstream_failures_total", &[r#"target="auth_service""#, r#"kind="status""#]), Some(1.0));
+    assert_eq!(count("ghasi_cache_entries", &[plugin_label, r#"cache="positive""#]), Some(1.0));
+    assert_eq!(count("ghasi_cache_entries", &[plugin_label, r#"cache="negative""#]), Some(1.0));
+    for key in ALL_KEYS {
+        assert!(!metrics.contains(key), "a metric carries an API key");
+    }
+}
+
+// ---- Kong 3.4 ---------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn kong_3_4_gets_the_same_answers() {
+    let env = Env::start().await;
+    let kong = Kong::builder(env.server.socket()).version(KongVersion::V3_4).build();
+    let plugin = kong.plugin(PLUGIN, env.config(json!({})));
+    let req = with_key(KEY_ALICE).with_header("X-Credential-Identifier", "spoofed");
+    let (outcome, req) = run(&kong, &plugin, req).await;
+    assert_eq!(status(&outcome), 200);
+    assert_eq!(calls(&outcome), [GET_HEADER, SET_HEADERS, CTX_SET]);
+    assert_eq!(req.upstream_header("x-credential-identifier").as_deref(), Some(KEY_ID_ALICE));
+    assert!(!req.upstream_headers().contains("x-api-key"));
+    let (outcome, _) = run(&kong, &plugin, with_key(KEY_REVOKED)).await;
+    assert_refused(&outcome, 401, "credential_invalid");
+
+    // 3.4's get_header returns only the first of repeated headers: a second key name (or
+    // reject mode) reads them all and still sees the ambiguity.
+    let all = kong.plugin(PLUGIN, env.config(json!({"on_spoofed_identity_header": "reject"})));
+    let (outcome, _) = run(&kong, &all, with_key(KEY_ALICE).with_header("X-API-Key", KEY_GLOBEX)).await;
+    assert_refused(&outcome, 401, "credential_ambiguous");
 }
