@@ -282,7 +282,9 @@ async fn reject_mode_answers_400_to_a_spoofed_identity_header() {
         let (outcome, _) = run(&env.kong, &plugin, with_key(KEY_ALICE).with_header(header, "spoof")).await;
         let body = assert_refused(&outcome, 400, "spoofed_identity_header");
         assert_eq!(body["status"], 400);
-        assert_eq!(calls(&outcome), [GET_HEADERS, EXIT], "reject mode reads all headers");
+        // Reject mode reads all headers; before answering 400 it checks that no earlier
+        // plugin (ghasi-jwt) set the header (see the next test): one call more on this path.
+        assert_eq!(calls(&outcome), [GET_HEADERS, CTX_GET, EXIT]);
     }
     assert_eq!(env.auth.lookups(), 0);
     let (outcome, req) = ask(&env, &plugin, KEY_ALICE).await;
@@ -636,4 +638,31 @@ async fn kong_3_4_gets_the_same_answers() {
     let all = kong.plugin(PLUGIN, env.config(json!({"on_spoofed_identity_header": "reject"})));
     let (outcome, _) = run(&kong, &all, with_key(KEY_ALICE).with_header("X-API-Key", KEY_GLOBEX)).await;
     assert_refused(&outcome, 401, "credential_ambiguous");
+}
+
+#[tokio::test]
+async fn reject_mode_accepts_identity_headers_an_earlier_plugin_set() {
+    let env = Env::start().await;
+    let plugin = env.plugin(json!({"on_spoofed_identity_header": "reject", "credential_optional": true}));
+    // What ghasi-jwt leaves behind on an "API key or JWT" route: its identity headers (Kong's
+    // request headers are the rewritten ones) and the published groups.
+    let jwt_authenticated = || {
+        let mut req = Request::new("GET", "/v1/messages").with_header("X-Account-Id", ACCOUNT_GLOBEX);
+        req.ctx_shared_set("authenticated_groups", Value::Array(vec![Value::from("ghasi-authenticated")]));
+        req
+    };
+    let (outcome, req) = run(&env.kong, &plugin, jwt_authenticated()).await;
+    assert_eq!(status(&outcome), 200);
+    assert_eq!(calls(&outcome), [GET_HEADERS, CTX_GET]);
+    assert_eq!(req.upstream_header("x-account-id").as_deref(), Some(ACCOUNT_GLOBEX));
+
+    // The same header without an earlier authentication is a spoof.
+    let req = Request::new("GET", "/v1/messages").with_header("X-Account-Id", ACCOUNT_GLOBEX);
+    let (outcome, _) = run(&env.kong, &plugin, req).await;
+    assert_refused(&outcome, 400, "spoofed_identity_header");
+    assert_eq!(calls(&outcome), [GET_HEADERS, CTX_GET, EXIT]);
+
+    // Without identity headers the check costs nothing.
+    let (outcome, _) = run(&env.kong, &plugin, Request::new("GET", "/v1/messages")).await;
+    assert_eq!(calls(&outcome), [GET_HEADERS, CTX_GET, SET_HEADERS], "read + pass_anonymous");
 }

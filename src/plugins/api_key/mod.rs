@@ -5,8 +5,8 @@
 //! | path | calls |
 //! |---|---|
 //! | valid key | read, `set_headers` (identity + remove key and reserved headers), `ctx.shared.set` = 3 (+1 `set_kong_consumer`) |
-//! | any denial (401/400/503) | read, `response.exit` = 2 |
-//! | no key, `credential_optional` | read, `set_headers` (remove reserved headers) = 2 |
+//! | any denial (401/400/503) | read, `response.exit` = 2 (+1 `ctx.shared.get` for a 400 in reject mode) |
+//! | no key, `credential_optional` | read, `ctx.shared.get`, `set_headers` (remove reserved headers) = 3; 2 when an earlier plugin authenticated |
 //! | `key_in_query` | +1 read; +1 `clear_query_arg` when a key that came in the query is hidden |
 //!
 //! Modules: [`config`] (the field table), [`credential`] (reading the key), [`client`]
@@ -95,11 +95,23 @@ impl ApiKeyLookup {
 
     pub async fn access(&self, pdk: &mut Pdk) -> anyhow::Result<()> {
         let presented = self.reader.read(pdk).await.context("reading the API key")?;
+        // Identity headers seen now were either sent by the client or set by a plugin that
+        // ran earlier (ghasi-jwt, on "JWT or API key" routes): Kong's request headers are the
+        // rewritten ones. Only in that rare case does telling them apart cost a call.
+        let mut earlier_identity = false;
         if presented.spoofed && self.spoof == SpoofPolicy::Reject {
-            return deny(pdk, AuthError::SpoofedIdentityHeader, None).await;
+            earlier_identity = already_authenticated(pdk).await?;
+            if !earlier_identity {
+                return deny(pdk, AuthError::SpoofedIdentityHeader, None).await;
+            }
         }
         let key = match presented.key {
             Found::One(key) => key,
+            Found::None if self.credential_optional && earlier_identity => {
+                // The earlier plugin's identity stands (what pass_anonymous would decide too).
+                pdk.record_outcome("already_authenticated");
+                return Ok(());
+            }
             Found::None if self.credential_optional => {
                 identity::pass_anonymous(pdk).await.context("passing an anonymous request")?;
                 tracing::trace!(plugin = NAME, "no API key; credential_optional lets it through");
@@ -157,6 +169,12 @@ impl ApiKeyLookup {
         }
         Ok(())
     }
+}
+
+/// Whether a plugin that ran earlier authenticated the request (it published groups).
+async fn already_authenticated(pdk: &mut Pdk) -> anyhow::Result<bool> {
+    let groups = pdk.ctx_shared().get("authenticated_groups").await.context("reading authenticated_groups")?;
+    Ok(groups.is_some_and(|g| g.as_array().is_some_and(|g| !g.is_empty())))
 }
 
 /// Answers with `error`. The event's debug line carries the outcome and cache status; this
