@@ -243,12 +243,14 @@ pub fn shared(url: &str) -> Arc<JwksCache> {
 }
 
 /// The one HTTP client of every JWKS fetch (connection reuse across instances). Redirects are
-/// not followed: the JWKS URL is fixed in config (anchors (c) #14).
+/// not followed and no proxy from the environment is used: the JWKS URL is fixed in config and
+/// names an internal service (anchors (c) #14).
 fn client() -> &'static reqwest::Client {
     static CLIENT: OnceLock<reqwest::Client> = OnceLock::new();
     CLIENT.get_or_init(|| {
         reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
+            .no_proxy()
             .user_agent(concat!("ghasi-plugin-server/", env!("CARGO_PKG_VERSION")))
             .build()
             .expect("an HTTP client with static settings builds")

@@ -108,9 +108,7 @@ impl Jwt {
                 return self.deny(pdk, Denial::new(AuthError::CredentialAmbiguous, "different tokens")).await
             }
             Presented::Nothing if self.policy.credential_optional => {
-                tracing::debug!(plugin = NAME, outcome = "anonymous", "no token, credential_optional");
-                identity::pass_anonymous(pdk).await.context("passing the anonymous request")?;
-                return Ok(());
+                return self.pass_anonymous(pdk).await;
             }
             Presented::Nothing => return self.deny(pdk, Denial::new(AuthError::CredentialMissing, "no token")).await,
         };
@@ -191,6 +189,21 @@ impl Jwt {
         }
         tracing::debug!(plugin = NAME, outcome = "ok", "token accepted");
         identity::admit_with(pdk, identity, &self.admission, changes).await.context("admitting the request")
+    }
+
+    /// `credential_optional` without a token: every reserved header removed, 2 PDK calls.
+    /// Unlike [`identity::pass_anonymous`] this does not first ask `kong.ctx.shared` whether
+    /// an earlier plugin authenticated the request: ghasi-jwt (1450) runs before
+    /// ghasi-api-key-lookup (1250), so no plugin of ours can have, and the question would
+    /// cost a round trip on every anonymous request.
+    async fn pass_anonymous(&self, pdk: &mut Pdk) -> anyhow::Result<()> {
+        tracing::debug!(plugin = NAME, outcome = "anonymous", "no token, credential_optional");
+        pdk.record_outcome("anonymous");
+        let mut changes = HeaderChanges::new();
+        for name in RESERVED_HEADERS {
+            changes.remove(name);
+        }
+        pdk.service_request().set_headers(&changes).await.context("passing the anonymous request")
     }
 
     async fn deny(&self, pdk: &mut Pdk, denial: Denial) -> anyhow::Result<()> {
