@@ -72,7 +72,8 @@ impl ApiKeyLookup {
         credential::check_names(&config.key_names)?;
         let spoof = SpoofPolicy::parse(&config.on_spoofed_identity_header);
         let reader = Reader::new(&config.key_names, config.key_in_query, spoof);
-        let token = config.service_token.as_deref();
+        // An empty token (e.g. a vault reference resolving to "") means "none".
+        let token = config.service_token.as_deref().filter(|t| !t.is_empty());
         let client =
             AuthClient::new(&config.auth_service_url, &config.lookup_path, token, Duration::from_millis(config.timeout_ms))?;
         let hide = if config.hide_credentials { reader.names().to_vec() } else { Vec::new() };
