@@ -1,0 +1,84 @@
+//! What the benchmark reads from `/proc`: CPU time (utime + stime) of a process or of one
+//! thread, and its resident memory (`VmRSS`, peak `VmHWM`).
+
+use std::time::Duration;
+
+/// Clock ticks per second of `/proc/*/stat` times.
+fn ticks_per_second() -> f64 {
+    // SAFETY: sysconf has no preconditions.
+    let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if t > 0 {
+        t as f64
+    } else {
+        100.0
+    }
+}
+
+/// utime + stime from a `stat` file (`/proc/<pid>/stat` covers every thread of the process;
+/// `/proc/<pid>/task/<tid>/stat` one thread).
+fn cpu_of_stat_file(path: &str) -> Option<Duration> {
+    let text = std::fs::read_to_string(path).ok()?;
+    // The command name (field 2) may contain spaces and parentheses: fields start after the
+    // last ')'. utime and stime are fields 14 and 15, i.e. the 12th and 13th after it.
+    let rest = &text[text.rfind(')')? + 1..];
+    let mut fields = rest.split_whitespace();
+    let utime: u64 = fields.nth(11)?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    Some(Duration::from_secs_f64((utime + stime) as f64 / ticks_per_second()))
+}
+
+/// CPU time used so far by process `pid` (all its threads).
+pub fn process_cpu(pid: u32) -> Option<Duration> {
+    cpu_of_stat_file(&format!("/proc/{pid}/stat"))
+}
+
+/// CPU time used so far by thread `tid` of this process.
+pub fn thread_cpu(tid: i32) -> Option<Duration> {
+    cpu_of_stat_file(&format!("/proc/self/task/{tid}/stat"))
+}
+
+/// The calling thread's id.
+pub fn current_tid() -> i32 {
+    // SAFETY: gettid has no preconditions.
+    unsafe { libc::syscall(libc::SYS_gettid) as i32 }
+}
+
+/// Memory figures of a process, in KiB.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Memory {
+    pub rss_kib: u64,
+    pub hwm_kib: u64,
+}
+
+impl Memory {
+    pub fn rss_mib(&self) -> f64 {
+        self.rss_kib as f64 / 1024.0
+    }
+    pub fn hwm_mib(&self) -> f64 {
+        self.hwm_kib as f64 / 1024.0
+    }
+}
+
+/// `VmRSS` and `VmHWM` (peak RSS) of process `pid`.
+pub fn memory(pid: u32) -> Option<Memory> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let field = |name: &str| -> Option<u64> {
+        let line = text.lines().find(|l| l.starts_with(name))?;
+        line[name.len()..].split_whitespace().next()?.parse().ok()
+    };
+    Some(Memory { rss_kib: field("VmRSS:")?, hwm_kib: field("VmHWM:")? })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_this_process() {
+        let pid = std::process::id();
+        assert!(process_cpu(pid).is_some());
+        assert!(thread_cpu(current_tid()).is_some());
+        let m = memory(pid).unwrap();
+        assert!(m.rss_kib > 0 && m.hwm_kib >= m.rss_kib);
+    }
+}

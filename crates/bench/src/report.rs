@@ -1,0 +1,318 @@
+//! The markdown the benchmark prints and writes to `bench/results.md`.
+
+use std::fmt::Write as _;
+
+use crate::load::LoadResult;
+use crate::procfs::Memory;
+use crate::servers::Kind;
+
+/// One scenario's line in the table.
+pub struct Row {
+    pub id: &'static str,
+    pub scenario: String,
+    pub kind: Kind,
+    pub result: Result<LoadResult, String>,
+    pub memory: Memory,
+    pub workers: usize,
+}
+
+impl Row {
+    pub fn ok(&self) -> Option<&LoadResult> {
+        self.result.as_ref().ok().filter(|r| r.requests > 0)
+    }
+    /// Share of the emulator's worker threads' time spent busy during the window.
+    pub fn emulator_busy(&self) -> Option<f64> {
+        let r = self.ok()?;
+        Some(r.emulator_cpu.as_secs_f64() / (r.wall.as_secs_f64() * self.workers as f64))
+    }
+}
+
+/// The memory scenario's figures.
+#[derive(Default)]
+pub struct MemoryReport {
+    pub keys: u64,
+    pub idle: Memory,
+    pub after_fill: Memory,
+    pub fill: Option<LoadResult>,
+    pub fill_error: Option<String>,
+    pub entries: Option<f64>,
+    pub lookups: u64,
+    /// Keys sampled evenly from the filled set, and how many of them needed a new lookup.
+    pub sample: Option<(u64, u64)>,
+}
+
+pub struct Machine {
+    pub cpus: usize,
+    pub model: String,
+    pub kernel: String,
+    pub mem_gib: f64,
+    pub node: String,
+    pub python: String,
+}
+
+impl Machine {
+    pub fn probe(node: &std::path::Path, python: &std::path::Path) -> Machine {
+        let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+        let model = cpuinfo
+            .lines()
+            .find_map(|l| l.strip_prefix("model name").and_then(|r| r.split_once(':')).map(|(_, m)| m.trim().to_string()))
+            .unwrap_or_else(|| "unknown".into());
+        let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+        let mem_kib: f64 = meminfo
+            .lines()
+            .find_map(|l| l.strip_prefix("MemTotal:"))
+            .and_then(|r| r.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0);
+        let version = |cmd: &std::path::Path| {
+            std::process::Command::new(cmd)
+                .arg("--version")
+                .output()
+                .ok()
+                .map(|o| {
+                    let text = if o.stdout.is_empty() { o.stderr } else { o.stdout };
+                    String::from_utf8_lossy(&text).trim().to_string()
+                })
+                .unwrap_or_else(|| "not found".into())
+        };
+        Machine {
+            cpus: std::thread::available_parallelism().map(|p| p.get()).unwrap_or(0),
+            model,
+            kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim().to_string(),
+            mem_gib: mem_kib / 1024.0 / 1024.0,
+            node: version(node),
+            python: version(python),
+        }
+    }
+}
+
+pub struct Settings {
+    pub workers: usize,
+    pub concurrency: usize,
+    pub seconds: f64,
+    pub warmup: f64,
+}
+
+fn f(v: f64, digits: usize) -> String {
+    if v.is_finite() {
+        format!("{v:.digits$}")
+    } else {
+        "–".into()
+    }
+}
+
+/// Throughput with thousands separators.
+fn rps(v: f64) -> String {
+    let n = v.round() as u64;
+    let s = n.to_string();
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+pub fn table(rows: &[Row]) -> String {
+    let mut out = String::new();
+    out.push_str("| scenario | server | PDK calls/req | RPCs/req | req/s | p50 ms | p99 ms | p99.9 ms | server CPU µs/req | emulator CPU µs/req | peak RSS MiB | errors |\n");
+    out.push_str("|---|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n");
+    for row in rows {
+        match &row.result {
+            Ok(r) if r.requests > 0 => {
+                let _ = writeln!(
+                    out,
+                    "| {} | {} | {} | {} | {} | {} | {} | {} | **{}** | {} | {} | {} |",
+                    row.scenario,
+                    row.kind.label(),
+                    f(r.per_request(r.pdk_calls), 2),
+                    f(r.per_request(r.rpcs), 2),
+                    rps(r.rps()),
+                    f(r.quantile_ms(0.50), 2),
+                    f(r.quantile_ms(0.99), 2),
+                    f(r.quantile_ms(0.999), 2),
+                    f(r.server_us(), 1),
+                    f(r.emulator_us(), 1),
+                    f(row.memory.hwm_mib(), 1),
+                    r.errors,
+                );
+            }
+            Ok(r) => {
+                let why = r.first_error.clone().unwrap_or_else(|| "no request completed".into());
+                let _ = writeln!(out, "| {} | {} | – | not measured: {} |||||||| {} |", row.scenario, row.kind.label(), md(&why), r.errors);
+            }
+            Err(e) => {
+                let _ = writeln!(out, "| {} | {} | – | not measured: {} ||||||||  |", row.scenario, row.kind.label(), md(e));
+            }
+        }
+    }
+    out
+}
+
+/// Makes a message safe for one table cell.
+fn md(s: &str) -> String {
+    let one_line = s.split('\n').next().unwrap_or("").replace('|', "\\|");
+    match one_line.char_indices().nth(160) {
+        Some((i, _)) => format!("{}…", &one_line[..i]),
+        None => one_line,
+    }
+}
+
+fn find<'a>(rows: &'a [Row], id: &str) -> Option<&'a Row> {
+    rows.iter().find(|r| r.id == id)
+}
+
+fn verdict(met: bool) -> &'static str {
+    if met {
+        "**met**"
+    } else {
+        "**missed**"
+    }
+}
+
+/// Ratios against the official servers and the floor, with the issue's targets.
+pub fn targets(rows: &[Row], memory: Option<&MemoryReport>) -> String {
+    let mut out = String::new();
+    let res = |id: &str| find(rows, id).and_then(|r| r.ok());
+    let busy_note = |id: &str| match find(rows, id).and_then(|r| r.emulator_busy()) {
+        Some(b) if b > 0.9 => format!(" (emulator threads {:.0}% busy: emulator-bound, the server could go faster)", b * 100.0),
+        Some(b) => format!(" (emulator threads {:.0}% busy)", b * 100.0),
+        None => String::new(),
+    };
+    out.push_str("| comparison | ratio | target | verdict |\n|---|--:|--:|---|\n");
+    for (path, ours, floor, js, pys) in [
+        ("success (3 PDK calls)", "api-key-hit", "floor", "js", ["python-gevent", "python"]),
+        ("denied 401 (2 PDK calls)", "denied", "floor-denied", "js-denied", ["python-gevent-denied", "python-denied"]),
+    ] {
+        let Some(o) = res(ours) else { continue };
+        let primary = path.starts_with("success");
+        let target = |t: &str| if primary { t.to_string() } else { format!("({t})") };
+        let judge = |met: bool| if primary { verdict(met) } else if met { "(would meet)" } else { "(would miss)" };
+        if let Some(j) = res(js) {
+            let cpu = j.server_us() / o.server_us();
+            let tput = o.rps() / j.rps();
+            let _ = writeln!(out, "| {path}: server CPU/req, JS ÷ ours | {cpu:.1}× | {} | {} |", target("≥ 2×"), judge(cpu >= 2.0));
+            let _ = writeln!(
+                out,
+                "| {path}: req/s, ours ÷ JS{} | {tput:.1}× | {} | {} |",
+                busy_note(ours),
+                target("≥ 3×"),
+                judge(tput >= 3.0)
+            );
+        }
+        for py in pys {
+            let Some(p) = res(py) else { continue };
+            let label = find(rows, py).map(|r| r.kind.label()).unwrap_or("Python");
+            let cpu = p.server_us() / o.server_us();
+            let tput = o.rps() / p.rps();
+            let _ = writeln!(out, "| {path}: server CPU/req, {label} ÷ ours | {cpu:.1}× | {} | {} |", target("≥ 10×"), judge(cpu >= 10.0));
+            let _ = writeln!(out, "| {path}: req/s, ours ÷ {label} | {tput:.1}× | {} | {} |", target("≥ 10×"), judge(tput >= 10.0));
+        }
+        if let Some(fl) = res(floor) {
+            let over = o.server_us() / fl.server_us() - 1.0;
+            let _ = writeln!(
+                out,
+                "| {path}: plugin work, server CPU/req over the no-op floor | {:+.0}% | {} | {} |",
+                over * 100.0,
+                target("≤ +25%"),
+                judge(over <= 0.25)
+            );
+            let tput = fl.rps() / o.rps() - 1.0;
+            let _ = writeln!(out, "| {path}: floor req/s over ours | {:+.0}% | – | (informative) |", tput * 100.0);
+        }
+    }
+    if let Some(m) = memory {
+        let rss = m.after_fill.rss_mib();
+        let all_cached = m.entries.is_some_and(|e| e as u64 >= m.keys);
+        let _ = writeln!(
+            out,
+            "| RSS with {} API keys looked up{} | {:.1} MiB | < 300 MiB | {} |",
+            group(m.keys),
+            match m.entries {
+                Some(e) => format!(" ({} cached)", group(e as u64)),
+                None => String::new(),
+            },
+            rss,
+            if all_cached { verdict(rss < 300.0) } else { "**not measurable**: the cache holds fewer keys (see below)" }
+        );
+    }
+    out
+}
+
+fn group(n: u64) -> String {
+    rps(n as f64)
+}
+
+pub fn memory_section(m: &MemoryReport) -> String {
+    let mut out = String::new();
+    out.push_str("| state | VmRSS MiB | VmHWM MiB | valid keys cached (`ghasi_cache_entries`) |\n|---|--:|--:|--:|\n");
+    let _ = writeln!(out, "| idle (started, no instance) | {:.1} | {:.1} | 0 |", m.idle.rss_mib(), m.idle.hwm_mib());
+    let entries = m.entries.map(|e| group(e as u64)).unwrap_or_else(|| "?".into());
+    let _ = writeln!(
+        out,
+        "| after {} distinct valid keys were looked up (one request each) | {:.1} | {:.1} | {} |",
+        group(m.keys),
+        m.after_fill.rss_mib(),
+        m.after_fill.hwm_mib(),
+        entries
+    );
+    out.push('\n');
+    if let Some(fill) = &m.fill {
+        let _ = writeln!(
+            out,
+            "Fill: {} requests in {:.1} s ({} req/s, all cache misses through the fake auth-service; {} lookups; server CPU {:.1} µs/req; p99 {:.2} ms).",
+            group(fill.requests),
+            fill.wall.as_secs_f64(),
+            rps(fill.rps()),
+            group(m.lookups),
+            fill.server_us(),
+            fill.quantile_ms(0.99)
+        );
+    }
+    if let Some(e) = &m.fill_error {
+        let _ = writeln!(out, "Fill failed: {}", md(e));
+    }
+    if let (Some(entries), true) = (m.entries, m.after_fill.rss_kib > m.idle.rss_kib) {
+        if entries > 0.0 {
+            let per = (m.after_fill.rss_kib - m.idle.rss_kib) as f64 * 1024.0 / entries;
+            let _ = writeln!(
+                out,
+                "Growth over idle: {:.0} bytes per cached key; {} keys would take about {:.0} MiB over idle at that rate.",
+                per,
+                group(m.keys),
+                per * m.keys as f64 / 1024.0 / 1024.0
+            );
+        }
+    }
+    if let Some((sampled, looked_up)) = m.sample {
+        let _ = writeln!(
+            out,
+            "Re-reading {} of the filled keys (evenly spread) needed {} new lookups: {:.1}% of them were still cached.",
+            group(sampled),
+            group(looked_up),
+            100.0 * (sampled.saturating_sub(looked_up)) as f64 / sampled.max(1) as f64
+        );
+    }
+    out
+}
+
+pub fn header(machine: &Machine, settings: &Settings, command: &str) -> String {
+    format!(
+        "Machine: {} CPUs ({}), {:.1} GiB RAM, Linux {}; node {}, {}.\n\
+         Load: the Kong emulator (crates/kong-emulator) as {} nginx workers, {} events in flight in total, \
+         each request one full `access` event with every PDK round trip; {:.0} s warm-up, then at most {:.0} s measured per scenario.\n\
+         Command: `{command}`\n",
+        machine.cpus,
+        machine.model,
+        machine.mem_gib,
+        machine.kernel,
+        machine.node,
+        machine.python,
+        settings.workers,
+        settings.concurrency,
+        settings.warmup,
+        settings.seconds,
+    )
+}
