@@ -15,8 +15,10 @@ pub struct Server {
     pub socket: PathBuf,
     log_path: PathBuf,
     dir: tempfile::TempDir,
+    options: Options,
 }
 
+#[derive(Clone)]
 pub struct Options {
     pub args: Vec<String>,
     pub env: Vec<(String, String)>,
@@ -53,7 +55,7 @@ impl Server {
             cmd.env(k, v);
         }
         let child = cmd.stdout(Stdio::null()).stderr(log).spawn().expect("spawning ghasi-plugin-server");
-        let server = Server { child, socket, log_path, dir };
+        let server = Server { child, socket, log_path, dir, options };
         server.wait_connectable();
         server
     }
@@ -67,6 +69,20 @@ impl Server {
             std::thread::sleep(Duration::from_millis(10));
         }
         panic!("server socket never became connectable; log:\n{}", self.logs());
+    }
+
+    /// Kills the process and starts a new one on the same socket (a crash + Kong respawn).
+    pub fn restart(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let log = std::fs::OpenOptions::new().append(true).open(&self.log_path).expect("log file");
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_ghasi-plugin-server"));
+        cmd.arg("--socket").arg(&self.socket).args(&self.options.args).env_remove("GHASI_METRICS_LISTEN");
+        for (k, v) in &self.options.env {
+            cmd.env(k, v);
+        }
+        self.child = cmd.stdout(Stdio::null()).stderr(log).spawn().expect("respawning ghasi-plugin-server");
+        self.wait_connectable();
     }
 
     pub fn socket(&self) -> &Path {
