@@ -4,6 +4,8 @@
 //! keys) and `Retry-After` on 503. Bodies are fixed texts: no key, token or claim value ever
 //! appears in them.
 
+use std::sync::OnceLock;
+
 use crate::pdk::{Pdk, PdkError};
 
 /// Why a request is refused.
@@ -19,6 +21,19 @@ pub enum AuthError {
     AuthorityUnavailable { retry_after_secs: u64 },
     SpoofedIdentityHeader,
 }
+
+/// Every variant (the `Retry-After` value does not change the body).
+const ALL: [AuthError; 9] = [
+    AuthError::CredentialMissing,
+    AuthError::CredentialAmbiguous,
+    AuthError::CredentialInvalid,
+    AuthError::TokenExpired,
+    AuthError::TokenNotYetValid,
+    AuthError::TokenInvalid,
+    AuthError::InsufficientRole,
+    AuthError::AuthorityUnavailable { retry_after_secs: 0 },
+    AuthError::SpoofedIdentityHeader,
+];
 
 /// Which credential the plugin asks for, for `WWW-Authenticate`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -75,8 +90,17 @@ impl AuthError {
         }
     }
 
-    /// The problem+json body.
-    pub fn body(self) -> String {
+    /// The problem+json body, built once per code (refusals are a hot path under attack).
+    pub fn body(self) -> &'static str {
+        static BODIES: OnceLock<Vec<(&'static str, String)>> = OnceLock::new();
+        let bodies = BODIES.get_or_init(|| {
+            ALL.iter().map(|e| (e.code(), e.render_body())).collect()
+        });
+        let code = self.code();
+        bodies.iter().find(|(c, _)| *c == code).map(|(_, b)| b.as_str()).expect("every code has a body")
+    }
+
+    fn render_body(self) -> String {
         serde_json::json!({
             "type": "about:blank",
             "title": self.title(),
@@ -136,7 +160,7 @@ mod tests {
         ];
         for (e, status, code) in cases {
             assert_eq!((e.status(), e.code()), (status, code));
-            let body: serde_json::Value = serde_json::from_str(&e.body()).unwrap();
+            let body: serde_json::Value = serde_json::from_str(e.body()).unwrap();
             assert_eq!(body["code"], code);
             assert_eq!(body["status"], status);
         }
