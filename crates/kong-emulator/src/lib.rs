@@ -20,8 +20,10 @@
 //! ```
 
 mod connection;
+pub mod echo;
 mod error;
 mod event;
+pub mod front;
 pub mod headers;
 pub mod json;
 mod kong;
