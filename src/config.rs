@@ -35,6 +35,11 @@ pub struct Settings {
     #[arg(long, env = "GHASI_METRICS_LISTEN")]
     pub metrics_listen: Option<SocketAddr>,
 
+    /// JWKS URLs to fetch at startup; `/ready` answers 503 until each has loaded
+    /// (comma-separated; use the same URLs as the routes' `jwks_url`).
+    #[arg(long, env = "GHASI_WARM_JWKS", value_delimiter = ',')]
+    pub warm_jwks: Vec<String>,
+
     /// Log format on stderr (Kong logs the server's output at INFO level).
     #[arg(long, env = "GHASI_LOG_FORMAT", value_enum, default_value = "human")]
     pub log_format: LogFormat,

@@ -81,6 +81,11 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     };
     let listener = server::bind(&settings.socket, settings.socket_mode)?;
     health::set_listening(true);
+    for url in settings.warm_jwks.iter().filter(|u| !u.is_empty()) {
+        let cache = plugins::jwt::jwks::shared(url);
+        let timing = plugins::jwt::config::JwksTiming::defaults();
+        tokio::spawn(async move { cache.warm(timing).await });
+    }
     if let Some(l) = ops_listener {
         tracing::info!(addr = %l.local_addr()?, "serving /metrics, /health and /ready");
         tokio::spawn(ops::serve(l, registry.clone()));

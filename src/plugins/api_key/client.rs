@@ -154,6 +154,11 @@ impl AuthClient {
         };
         let m = metrics::global();
         m.upstream(TARGET, started.elapsed().as_secs_f64());
+        let failure = match &answer {
+            Answer::Unavailable(trouble) => Some(trouble.kind()),
+            _ => None,
+        };
+        crate::health::report_auth_service(&self.shared.base_url, failure.is_none(), failure);
         if let Answer::Unavailable(trouble) = &answer {
             m.upstream_failure(TARGET, trouble.kind());
             warn_limited!(

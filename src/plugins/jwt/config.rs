@@ -120,6 +120,19 @@ pub struct JwksTiming {
     pub timeout: Duration,
 }
 
+impl JwksTiming {
+    /// The timings of a config that leaves every JWKS field at its default (`--warm-jwks`).
+    pub fn defaults() -> JwksTiming {
+        JwksTiming {
+            ttl: Duration::from_secs(300),
+            refresh_ahead: Duration::from_secs(60),
+            max_stale: Duration::ZERO,
+            kid_refresh_interval: Duration::from_secs(10),
+            timeout: Duration::from_millis(500),
+        }
+    }
+}
+
 impl Config {
     /// The per-instance policy. Fails only on an algorithm name jsonwebtoken does not know
     /// (the table's `one_of` already excludes that).
@@ -164,6 +177,12 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn warm_up_timings_are_the_config_defaults() {
+        let c = Config::parse(br#"{"jwks_url":"http://a/j","issuer":"https://api.ghasi.io"}"#).unwrap();
+        assert_eq!(c.policy().unwrap().jwks, JwksTiming::defaults());
+    }
 
     #[test]
     fn every_struct_field_is_in_the_table() {

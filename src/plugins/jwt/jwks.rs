@@ -412,6 +412,18 @@ impl JwksCache {
         Lookup::UnknownKid
     }
 
+    /// Loads a first set at startup (`--warm-jwks`) so `/ready` can wait for it and the first
+    /// requests do not pay for the fetch. Retries with the usual backoff until it succeeds.
+    pub async fn warm(self: &Arc<Self>, t: JwksTiming) {
+        self.report(0, None, None);
+        while self.state.read().keys.is_none() {
+            self.refresh_inline(&t, Reason::Initial).await;
+            let wait = self.state.read().retry_at.saturating_sub(clock::now());
+            tokio::time::sleep(wait.max(Duration::from_millis(100))).await;
+        }
+        self.usable(clock::now(), &t);
+    }
+
     /// Fetches now unless backoff forbids it; concurrent callers share one fetch.
     async fn refresh_inline(&self, t: &JwksTiming, reason: Reason) {
         let seen = {
