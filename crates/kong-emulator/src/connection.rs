@@ -138,12 +138,12 @@ impl RawConnection {
         })
     }
 
-    /// True when the server closed the connection (EOF) within the timeout, with nothing
-    /// left unread.
+    /// True when the server closed (or reset) the connection within the timeout, with
+    /// nothing left unread; false when data arrived or the timeout passed.
     pub async fn is_closed_by_peer(&mut self) -> bool {
         matches!(
             self.conn.read_value(self.timeout).await,
-            Err(ReadFailure::NoData(why)) if why == "closed"
+            Err(ReadFailure::NoData(why)) if why == "closed" || why.starts_with("read failed")
         )
     }
 }

@@ -3,7 +3,8 @@
 //! Kong takes a connection per RPC (an idle pooled one, or a new one), writes one request,
 //! reads the answer and hands the connection back with `setkeepalive()`. OpenResty's pool
 //! is a LIFO of idle connections bounded by `lua_socket_pool_size`; when it is full the
-//! least recently used idle connection is closed. [`PoolPolicy::Rotate`] deliberately
+//! least recently used idle connection is closed, and an idle connection the server closes
+//! (or writes to) is dropped rather than reused. [`PoolPolicy::Rotate`] deliberately
 //! spreads consecutive RPCs over different connections, which is allowed by Kong's design
 //! and proves that the server keeps no per-connection state (`kong-protocol.md` §2.3).
 

@@ -172,6 +172,22 @@ async fn pool_size_bounds_idle_connections() {
 }
 
 #[tokio::test]
+async fn idle_connections_closed_by_the_server_are_not_reused() {
+    let handler: Arc<common::Handler> = Arc::new(|_: &Seen| Reply::OkThenClose(Value::Map(vec![])));
+    let server = FakeServer::start(None, handler).await;
+    let kong = Kong::new(&server.path);
+    kong.call("demo", "plugin.GetStatus", &Value::Nil).await.expect("first call");
+    // Wait until the server has really closed the pooled connection.
+    let mut raw = kong.raw_connection().await.expect("raw connection");
+    raw.send_request(1, "plugin.GetStatus", &Value::Nil).await.expect("send");
+    raw.read_value().await.expect("answer");
+    assert!(raw.is_closed_by_peer().await, "the fake server closes after answering");
+    // Like nginx, the emulator notices the close instead of failing with `no data`.
+    kong.call("demo", "plugin.GetStatus", &Value::Nil).await.expect("second call on a fresh connection");
+    assert_eq!(kong.connections_opened(), 2);
+}
+
+#[tokio::test]
 async fn no_plugin_instance_restarts_and_replays_the_event() {
     // The server "restarts" after the first event: instance 100 is forgotten.
     let forgotten = Arc::new(Mutex::new(false));

@@ -27,6 +27,8 @@ pub enum Reply {
     Err(String),
     /// Raw bytes instead of a response.
     Raw(Vec<u8>),
+    /// Answer, then close the connection.
+    OkThenClose(Value),
 }
 
 pub type Handler = dyn Fn(&Seen) -> Reply + Send + Sync;
@@ -88,12 +90,13 @@ impl FakeServer {
                                     bytes,
                                 };
                                 seen.lock().unwrap().push(seen_req.clone());
-                                let out = match handler(&seen_req) {
-                                    Reply::Ok(result) => response(msgid, Value::Nil, result),
-                                    Reply::Err(e) => response(msgid, e.into(), Value::Nil),
-                                    Reply::Raw(bytes) => bytes,
+                                let (out, close) = match handler(&seen_req) {
+                                    Reply::Ok(result) => (response(msgid, Value::Nil, result), false),
+                                    Reply::Err(e) => (response(msgid, e.into(), Value::Nil), false),
+                                    Reply::Raw(bytes) => (bytes, false),
+                                    Reply::OkThenClose(result) => (response(msgid, Value::Nil, result), true),
                                 };
-                                if stream.write_all(&out).await.is_err() {
+                                if stream.write_all(&out).await.is_err() || close {
                                     return;
                                 }
                                 continue;
