@@ -92,10 +92,17 @@ impl VerifiedCache {
         if fresh {
             inner.order.push_back(key);
         }
+        let mut evicted = 0;
         while inner.map.len() > self.capacity {
             let Some(oldest) = inner.order.pop_front() else { break };
-            inner.map.remove(&oldest);
+            evicted += u64::from(inner.map.remove(&oldest).is_some());
         }
+        let m = crate::metrics::global();
+        let labels = crate::metrics::CacheNameLabels { plugin: super::NAME, cache: "verified_tokens" };
+        if evicted > 0 {
+            m.cache_evictions.get_or_create(&labels).inc_by(evicted);
+        }
+        m.cache_entries.get_or_create(&labels).set(inner.map.len() as i64);
         // Keys removed by `remove`/`get` linger in `order`; compact now and then.
         if inner.order.len() > 2 * self.capacity {
             let Inner { map, order } = &mut *inner;
@@ -105,7 +112,10 @@ impl VerifiedCache {
 
     /// Forgets an entry (its kid left the JWKS).
     pub fn remove(&self, key: &CacheKey) {
-        self.inner.lock().map.remove(key);
+        let mut inner = self.inner.lock();
+        inner.map.remove(key);
+        let labels = crate::metrics::CacheNameLabels { plugin: super::NAME, cache: "verified_tokens" };
+        crate::metrics::global().cache_entries.get_or_create(&labels).set(inner.map.len() as i64);
     }
 
     pub fn len(&self) -> usize {
