@@ -11,7 +11,7 @@
 //! Kong side it goes through [`to_lua`], which applies what decoding into a Lua table loses
 //! (nil map entries, holes, ext types, the str/bin distinction, integer precision).
 
-use rmpv::{Utf8String, Value};
+use rmpv::Value;
 
 /// Largest integer a Lua double represents exactly (2^53).
 const EXACT_DOUBLE_LIMIT: u64 = 1 << 53;
@@ -54,11 +54,6 @@ pub fn lua_string(bytes: &[u8]) -> Value {
                 .expect("a str header followed by its bytes always decodes")
         }
     }
-}
-
-/// The bytes of a msgpack string (valid UTF-8 or not).
-pub fn string_bytes(s: &Utf8String) -> &[u8] {
-    s.as_bytes()
 }
 
 /// Encodes `value` as lua-MessagePack would after Kong read it into Lua.

@@ -160,24 +160,37 @@ pub(crate) fn tostring(v: &Value) -> Vec<u8> {
     }
 }
 
-/// Lua's `%.14g` number formatting.
+/// Lua's `tostring` for numbers: C's `%.14g`.
 pub(crate) fn number_to_string(n: f64) -> String {
-    if n.is_finite() && n.floor() == n && n.abs() < 1e15 {
-        format!("{}", n as i64)
-    } else if n.is_nan() {
-        if n.is_sign_negative() { "-nan".into() } else { "nan".into() }
-    } else if n.is_infinite() {
-        if n > 0.0 { "inf".into() } else { "-inf".into() }
+    if n.is_nan() {
+        return if n.is_sign_negative() { "-nan".into() } else { "nan".into() };
+    }
+    if n.is_infinite() {
+        return if n > 0.0 { "inf".into() } else { "-inf".into() };
+    }
+    if n == 0.0 {
+        return if n.is_sign_negative() { "-0".into() } else { "0".into() };
+    }
+    const PRECISION: i32 = 14;
+    // Round to 14 significant digits first; the exponent decides fixed vs scientific.
+    let sci = format!("{:.*e}", (PRECISION - 1) as usize, n);
+    let (mantissa, exp) = sci.split_once('e').unwrap_or((&sci, "0"));
+    let exp: i32 = exp.parse().unwrap_or(0);
+    if !(-4..PRECISION).contains(&exp) {
+        let mantissa = strip_zeros(mantissa);
+        format!("{mantissa}e{}{:02}", if exp < 0 { '-' } else { '+' }, exp.abs())
     } else {
-        let s = format!("{:.13e}", n);
-        // Shortest of fixed/scientific with 14 significant digits, like C's %g.
-        let parsed: f64 = s.parse().unwrap_or(n);
-        let fixed = format!("{parsed}");
-        if fixed.len() <= 20 {
-            fixed
-        } else {
-            s
-        }
+        let decimals = (PRECISION - 1 - exp).max(0) as usize;
+        strip_zeros(&format!("{n:.decimals$}")).to_string()
+    }
+}
+
+/// `%g` drops trailing zeros of the fraction (and a bare trailing point).
+fn strip_zeros(s: &str) -> &str {
+    if s.contains('.') {
+        s.trim_end_matches('0').trim_end_matches('.')
+    } else {
+        s
     }
 }
 
@@ -197,4 +210,21 @@ pub(crate) fn throw(msg: impl Into<String>) -> Option<PdkOutcome> {
 /// Shorthand for a nil return.
 pub(crate) fn nil() -> Option<PdkOutcome> {
     Some(PdkOutcome::Return(StepData::Absent))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::number_to_string;
+
+    #[test]
+    fn numbers_print_like_lua() {
+        assert_eq!(number_to_string(3.0), "3");
+        assert_eq!(number_to_string(-12.5), "-12.5");
+        assert_eq!(number_to_string(0.1), "0.1");
+        assert_eq!(number_to_string(1.0 / 3.0), "0.33333333333333");
+        assert_eq!(number_to_string(1_700_000_000.25), "1700000000.25");
+        assert_eq!(number_to_string(1e15), "1e+15");
+        assert_eq!(number_to_string(1e-5), "1e-05");
+        assert_eq!(number_to_string(123_456_789_012_345.0), "1.2345678901234e+14");
+    }
 }
