@@ -231,3 +231,38 @@ fn events_abandoned_by_kong_are_reaped() {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+#[test]
+fn a_connection_dropped_mid_event_does_not_lose_the_event() {
+    let server = Server::start();
+    let mut keep = Conn::open(server.socket());
+    let id = start_script(&mut keep, 1, json!([{"read": "x"}, {"set_headers": {"X-Account-Id": "$read"}}]));
+    let eid = {
+        let mut doomed = Conn::open(server.socket());
+        let r = handle_event(&mut doomed, 2, id, "access").1;
+        event_id(&r)
+        // Kong closes this connection (pool eviction, worker reload): the event lives on.
+    };
+    let r = keep.ok(3, "plugin.Step", map(&[("EventId", eid.into()), ("Data", "acct".into())]));
+    assert_eq!(get(&args(&r)[0], "X-Account-Id").and_then(Value::as_str), Some("acct"));
+    let r = keep.ok(4, "plugin.Step", map(&[("EventId", eid.into())]));
+    assert_eq!(data(&r).as_str(), Some("ret"));
+}
+
+#[test]
+fn tooling_methods_describe_plugins_and_instances() {
+    let server = Server::start();
+    let mut conn = Conn::open(server.socket());
+    let info = conn.ok(1, "plugin.GetPluginInfo", "ghasi-jwt".into());
+    assert_eq!(get(&info, "Name").and_then(Value::as_str), Some("ghasi-jwt"));
+    assert_eq!(get(&info, "Priority").and_then(Value::as_u64), Some(1450));
+    let id = start_script(&mut conn, 2, json!([]));
+    let status = conn.ok(3, "plugin.InstanceStatus", id.into());
+    assert_eq!(get(&status, "Id").and_then(Value::as_u64), Some(id));
+    assert_eq!(get(&status, "Name").and_then(Value::as_str), Some("ghasi-test-script"));
+    let overall = conn.ok(4, "plugin.GetStatus", Value::Nil);
+    let plugins = get(&overall, "Plugins").unwrap();
+    assert_eq!(get(get(plugins, "ghasi-test-script").unwrap(), "Instances").and_then(Value::as_u64), Some(1));
+    let (err, _) = conn.call(5, "plugin.GetPluginInfo", "nope".into());
+    assert_eq!(err.as_str(), Some("no plugin named nope"));
+}
