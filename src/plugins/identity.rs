@@ -10,10 +10,22 @@
 use rmpv::Value;
 
 use crate::pdk::service::HeaderChanges;
+use crate::plugins::schema::{self, Field};
 use crate::pdk::{Pdk, PdkError};
 
 /// Headers only our plugins may set upstream (lower-case).
 pub const RESERVED_HEADERS: [&str; 4] = ["x-account-id", "x-user-id", "x-consumer-username", "x-credential-identifier"];
+
+/// `set_kong_consumer`, the same in both plugins' config tables.
+pub const SET_KONG_CONSUMER_FIELD: Field = Field::boolean("set_kong_consumer")
+    .default(schema::Default::Bool(false))
+    .describe("Also call kong.client.authenticate with a virtual consumer (one more round trip).");
+
+/// `on_spoofed_identity_header`, the same in both plugins' config tables.
+pub const SPOOF_POLICY_FIELD: Field = Field::string("on_spoofed_identity_header")
+    .default(schema::Default::Str("strip"))
+    .one_of(&["strip", "reject"])
+    .describe("What to do when the client sends X-Account-Id, X-User-Id, X-Consumer-Username or X-Credential-Identifier itself.");
 
 /// `on_spoofed_identity_header`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -3,6 +3,7 @@
 
 use serde::Deserialize;
 
+use crate::plugins::identity;
 use crate::plugins::schema::{self, Default as D, Field};
 
 pub const FIELDS: &[Field] = &[
@@ -28,10 +29,8 @@ pub const FIELDS: &[Field] = &[
         .describe("Seconds past cache_ttl a valid verdict may still be served while auth-service is unreachable."),
     Field::integer("timeout_ms").default(D::Int(500)).between(1, 60000)
         .describe("Connect + total timeout of one auth-service call, in milliseconds; then 503."),
-    Field::boolean("set_kong_consumer").default(D::Bool(false))
-        .describe("Also call kong.client.authenticate with a virtual consumer (one more round trip)."),
-    Field::string("on_spoofed_identity_header").default(D::Str("strip")).one_of(&["strip", "reject"])
-        .describe("What to do when the client sends X-Account-Id, X-User-Id, X-Consumer-Username or X-Credential-Identifier itself."),
+    identity::SET_KONG_CONSUMER_FIELD,
+    identity::SPOOF_POLICY_FIELD,
     Field::string("authenticated_group").default(D::Str("ghasi-authenticated")).len_min(1)
         .describe("Group published in kong.ctx.shared.authenticated_groups on success, for the acl guard."),
 ];

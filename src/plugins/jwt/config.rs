@@ -6,7 +6,7 @@ use std::time::Duration;
 use jsonwebtoken::Algorithm;
 use serde::Deserialize;
 
-use crate::plugins::identity::SpoofPolicy;
+use crate::plugins::identity::{self, SpoofPolicy};
 
 use crate::plugins::schema::{self, Default as D, Field};
 
@@ -46,12 +46,10 @@ pub const FIELDS: &[Field] = &[
         .describe("Minimum seconds between two refreshes caused by unknown kids (flood protection)."),
     Field::integer("timeout_ms").default(D::Int(500)).between(1, 60000)
         .describe("Connect + total timeout of one JWKS fetch, in milliseconds."),
-    Field::boolean("set_kong_consumer").default(D::Bool(false))
-        .describe("Also call kong.client.authenticate with a virtual consumer (one more round trip)."),
+    identity::SET_KONG_CONSUMER_FIELD,
     Field::boolean("hide_credentials").default(D::Bool(false))
         .describe("Remove the Authorization header (or token cookie header) before proxying."),
-    Field::string("on_spoofed_identity_header").default(D::Str("strip")).one_of(&["strip", "reject"])
-        .describe("What to do when the client sends X-Account-Id, X-User-Id, X-Consumer-Username or X-Credential-Identifier itself."),
+    identity::SPOOF_POLICY_FIELD,
     Field::string("authenticated_group").default(D::Str("ghasi-authenticated")).len_min(1)
         .describe("Group published (with the token's roles) in kong.ctx.shared.authenticated_groups, for the acl guard."),
 ];
