@@ -20,8 +20,9 @@ use kong_emulator::{EventOutcome, Kong, Request};
 use crate::procfs;
 use crate::servers::Server;
 
-/// Builds request number `i` (0, 1, 2, … across all workers); `None` when the supply of
-/// distinct requests (e.g. pre-minted tokens) is used up.
+/// Builds request number `i` (0, 1, 2, … across all workers and across the runs that share
+/// a [`LoadSpec::next`] counter); `None` when the supply of distinct requests (e.g.
+/// pre-minted tokens) is used up.
 pub type RequestGen = Arc<dyn Fn(u64) -> Option<Request> + Send + Sync>;
 
 /// What a correct answer looks like.
@@ -39,6 +40,9 @@ pub struct LoadSpec {
     pub plugin: String,
     pub config: serde_json::Value,
     pub gen: RequestGen,
+    /// Index of the next request; shared by the runs (rounds) of one scenario, so that a
+    /// scenario of distinct keys or tokens never repeats one.
+    pub next: Arc<AtomicU64>,
     pub expect: Expect,
     /// Warm-up lasts at least this long …
     pub warmup: Duration,
@@ -65,8 +69,13 @@ pub struct LoadResult {
     /// Events that failed or answered wrongly (warm-up included).
     pub errors: u64,
     pub first_error: Option<String>,
-    pub server_cpu: Duration,
+    pub server_cpu: procfs::Cpu,
     pub emulator_cpu: Duration,
+    /// CPU time the rest of the machine used meanwhile (other processes; not the server, not
+    /// this harness): what disturbed the run.
+    pub other_cpu: Duration,
+    /// Busy CPU time of the whole machine during the window.
+    pub machine_busy: Duration,
 }
 
 impl LoadResult {
@@ -87,7 +96,38 @@ impl LoadResult {
     }
     /// Server CPU time per request, microseconds.
     pub fn server_us(&self) -> f64 {
-        self.server_cpu.as_secs_f64() * 1e6 / self.requests.max(1) as f64
+        self.server_cpu.total().as_secs_f64() * 1e6 / self.requests.max(1) as f64
+    }
+    /// Share of the server's CPU time spent in the kernel.
+    pub fn server_kernel_share(&self) -> f64 {
+        self.server_cpu.system.as_secs_f64() / self.server_cpu.total().as_secs_f64().max(1e-9)
+    }
+    /// Adds another window of the same scenario.
+    pub fn merge(&mut self, other: LoadResult) {
+        self.requests += other.requests;
+        self.wall += other.wall;
+        self.latencies_ns.extend(other.latencies_ns);
+        self.latencies_ns.sort_unstable();
+        self.rpcs += other.rpcs;
+        self.pdk_calls += other.pdk_calls;
+        self.errors += other.errors;
+        if self.first_error.is_none() {
+            self.first_error = other.first_error;
+        }
+        self.server_cpu.user += other.server_cpu.user;
+        self.server_cpu.system += other.server_cpu.system;
+        self.emulator_cpu += other.emulator_cpu;
+        self.other_cpu += other.other_cpu;
+        self.machine_busy += other.machine_busy;
+    }
+    /// Share of the machine's CPUs busy during the window (everything, not only the server).
+    pub fn machine_busy_share(&self) -> f64 {
+        let cpus = std::thread::available_parallelism().map(|p| p.get()).unwrap_or(1) as f64;
+        self.machine_busy.as_secs_f64() / (self.wall.as_secs_f64().max(1e-9) * cpus)
+    }
+    /// Cores the rest of the machine kept busy during the window.
+    pub fn other_cores(&self) -> f64 {
+        self.other_cpu.as_secs_f64() / self.wall.as_secs_f64().max(1e-9)
     }
     /// Emulator (load generator) CPU time per request, microseconds.
     pub fn emulator_us(&self) -> f64 {
@@ -101,7 +141,6 @@ const STOP: u8 = 2;
 
 struct Shared {
     phase: AtomicU8,
-    next: AtomicU64,
     warm_done: AtomicU64,
     measured: AtomicU64,
     live_tasks: AtomicUsize,
@@ -130,7 +169,6 @@ impl TaskResult {
 pub fn run(server: &Server, spec: &LoadSpec) -> anyhow::Result<LoadResult> {
     let shared = Arc::new(Shared {
         phase: AtomicU8::new(WARM),
-        next: AtomicU64::new(0),
         warm_done: AtomicU64::new(0),
         measured: AtomicU64::new(0),
         live_tasks: AtomicUsize::new(spec.concurrency.max(spec.workers)),
@@ -139,15 +177,22 @@ pub fn run(server: &Server, spec: &LoadSpec) -> anyhow::Result<LoadResult> {
     });
     let workers = spec.workers.max(1);
     let (tid_tx, tid_rx) = std::sync::mpsc::channel();
+    // Workers stay alive until their CPU time has been read (a finished thread's
+    // /proc/self/task/<tid> is gone).
+    let release = Arc::new(std::sync::Barrier::new(workers + 1));
     let mut threads = Vec::new();
     for w in 0..workers {
         // Spread the tasks: the first `concurrency % workers` workers take one more.
         let tasks = spec.concurrency.max(workers) / workers + usize::from(w < spec.concurrency.max(workers) % workers);
         let socket = server.socket.clone();
-        let (shared, spec, tid_tx) = (shared.clone(), spec.clone(), tid_tx.clone());
+        let (shared, spec, tid_tx, release) = (shared.clone(), spec.clone(), tid_tx.clone(), release.clone());
         let thread = std::thread::Builder::new()
             .name(format!("kong-worker-{w}"))
-            .spawn(move || worker(socket, spec, tasks, shared, tid_tx))
+            .spawn(move || {
+                let result = worker(socket, spec, tasks, shared, tid_tx);
+                release.wait();
+                result
+            })
             .context("spawning an emulator worker")?;
         threads.push(thread);
     }
@@ -157,14 +202,20 @@ pub fn run(server: &Server, spec: &LoadSpec) -> anyhow::Result<LoadResult> {
 
     // Warm-up.
     let warm_start = Instant::now();
+    // (The request count is given up after a minute: a server answering only errors never
+    // reaches it.)
+    let warm_limit = spec.warmup + Duration::from_secs(60);
     while shared.live_tasks.load(Ordering::Relaxed) > 0
-        && (warm_start.elapsed() < spec.warmup || shared.warm_done.load(Ordering::Relaxed) < spec.warmup_requests)
+        && (warm_start.elapsed() < spec.warmup
+            || (shared.warm_done.load(Ordering::Relaxed) < spec.warmup_requests && warm_start.elapsed() < warm_limit))
     {
         std::thread::sleep(Duration::from_millis(2));
     }
 
     // Measured window.
-    let (cpu0, emu0) = (server.cpu(), emulator_cpu());
+    let own = || procfs::process_cpu(std::process::id()).unwrap_or_default().total();
+    let busy = || procfs::machine_busy().unwrap_or_default();
+    let (cpu0, emu0, own0, busy0) = (server.cpu(), emulator_cpu(), own(), busy());
     let t0 = Instant::now();
     shared.phase.store(MEASURE, Ordering::SeqCst);
     while shared.live_tasks.load(Ordering::Relaxed) > 0
@@ -175,7 +226,11 @@ pub fn run(server: &Server, spec: &LoadSpec) -> anyhow::Result<LoadResult> {
     }
     shared.phase.store(STOP, Ordering::SeqCst);
     let wall = t0.elapsed();
-    let (cpu1, emu1) = (server.cpu(), emulator_cpu());
+    let (cpu1, emu1, own1, busy1) = (server.cpu(), emulator_cpu(), own(), busy());
+    release.wait();
+    let server_cpu = cpu1.since(&cpu0);
+    let machine_busy = busy1.saturating_sub(busy0);
+    let other_cpu = machine_busy.saturating_sub(server_cpu.total()).saturating_sub(own1.saturating_sub(own0));
 
     let mut total = TaskResult::default();
     for t in threads {
@@ -192,8 +247,10 @@ pub fn run(server: &Server, spec: &LoadSpec) -> anyhow::Result<LoadResult> {
         pdk_calls: total.pdk_calls,
         errors: shared.errors.load(Ordering::Relaxed),
         first_error,
-        server_cpu: cpu1.saturating_sub(cpu0),
+        server_cpu,
         emulator_cpu: emu1.saturating_sub(emu0),
+        other_cpu,
+        machine_busy,
     })
 }
 
@@ -213,6 +270,7 @@ fn worker(
         let handles: Vec<_> = (0..tasks)
             .map(|_| {
                 let (kong, plugin, shared, gen) = (kong.clone(), plugin.clone(), shared.clone(), spec.gen.clone());
+                let next = spec.next.clone();
                 let expect = spec.expect;
                 tokio::spawn(async move {
                     let mut result = TaskResult::default();
@@ -220,7 +278,7 @@ fn worker(
                         if shared.phase.load(Ordering::Relaxed) == STOP {
                             break;
                         }
-                        let i = shared.next.fetch_add(1, Ordering::Relaxed);
+                        let i = next.fetch_add(1, Ordering::Relaxed);
                         let Some(mut req) = gen(i) else { break };
                         let started = Instant::now();
                         let outcome = kong.run_event(&plugin, "access", &mut req).await;

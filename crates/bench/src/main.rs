@@ -64,9 +64,12 @@ struct Cli {
     /// Events in flight in total (spread over the workers).
     #[arg(long, default_value_t = 50)]
     concurrency: usize,
-    /// Longest measured window per scenario, seconds.
-    #[arg(long, default_value_t = 5.0)]
+    /// Longest measured time per scenario, seconds (split over the rounds).
+    #[arg(long, default_value_t = 6.0)]
     seconds: f64,
+    /// Measured windows per scenario, taken in turn across the servers of a group.
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
     /// Warm-up per scenario, seconds.
     #[arg(long, default_value_t = 1.0)]
     warmup: f64,
@@ -151,7 +154,10 @@ struct Scenario {
     gen: RequestGen,
     expect: Expect,
     warmup_requests: u64,
+    /// Measured requests in all (split evenly over the rounds); `u64::MAX` = time-bound only.
     max_requests: u64,
+    /// Warm up by request count only (scenarios whose distinct requests are a finite supply).
+    count_warmup: bool,
 }
 
 fn api_key_request(key: Option<String>) -> Request {
@@ -205,86 +211,60 @@ impl Bench<'_> {
         let hit_gen: RequestGen = Arc::new(move |i| Some(api_key_request(Some(auth::key("hit", i % hit_keys)))));
         let none_gen: RequestGen = Arc::new(|_| Some(api_key_request(None)));
         let minimal = || json!({});
+        let scenario = |id, title: &str, kind, plugin, config, gen: &RequestGen, expect, warmup_requests| Scenario {
+            id,
+            title: title.to_string(),
+            kind,
+            plugin,
+            config,
+            gen: gen.clone(),
+            expect,
+            warmup_requests,
+            max_requests: u64::MAX,
+            count_warmup: false,
+        };
+        let (py, py_gevent) = (Kind::Python { gevent: false }, Kind::Python { gevent: true });
 
-        // Success path (3 PDK calls): floor, ours, the official servers.
-        let success: Vec<(&'static str, &'static str, Kind, &'static str, serde_json::Value)> = vec![
-            ("floor", "no-op floor (script plugin)", Kind::Ghasi, "ghasi-test-script", floor_success_config()),
-            ("api-key-hit", "API key, cache hit", Kind::Ghasi, "ghasi-api-key-lookup", auth.api_key_config()),
-            ("js", "minimal plugin, key present", Kind::Js, "ghasi-bench-minimal", minimal()),
-            ("python-gevent", "minimal plugin, key present", Kind::Python { gevent: true }, "ghasi-bench-minimal", minimal()),
-            ("python", "minimal plugin, key present", Kind::Python { gevent: false }, "ghasi-bench-minimal", minimal()),
-        ];
-        for (id, title, kind, plugin, config) in success {
-            self.scenario(Scenario {
-                id,
-                title: title.into(),
-                kind,
-                plugin,
-                config,
-                gen: hit_gen.clone(),
-                expect: Expect::Admitted,
-                warmup_requests: hit_keys,
-                max_requests: u64::MAX,
-            });
-        }
+        // Success path (3 PDK calls): floor, ours, the official servers, interleaved.
+        let ok = Expect::Admitted;
+        self.group(vec![
+            scenario("floor", "no-op floor (script plugin)", Kind::Ghasi, "ghasi-test-script", floor_success_config(), &hit_gen, ok, hit_keys),
+            scenario("api-key-hit", "API key, cache hit", Kind::Ghasi, "ghasi-api-key-lookup", auth.api_key_config(), &hit_gen, ok, hit_keys),
+            scenario("js", "minimal plugin, key present", Kind::Js, "ghasi-bench-minimal", minimal(), &hit_gen, ok, 0),
+            scenario("python-gevent", "minimal plugin, key present", py_gevent, "ghasi-bench-minimal", minimal(), &hit_gen, ok, 0),
+            scenario("python", "minimal plugin, key present", py, "ghasi-bench-minimal", minimal(), &hit_gen, ok, 0),
+        ]);
 
-        // Denial (2 PDK calls).
-        let denied: Vec<(&'static str, &'static str, Kind, &'static str, serde_json::Value)> = vec![
-            ("floor-denied", "no-op floor, denied (script plugin)", Kind::Ghasi, "ghasi-test-script", floor_denied_config()),
-            ("denied", "API key missing → 401", Kind::Ghasi, "ghasi-api-key-lookup", auth.api_key_config()),
-            ("js-denied", "minimal plugin, no key → 401", Kind::Js, "ghasi-bench-minimal", minimal()),
-            ("python-gevent-denied", "minimal plugin, no key → 401", Kind::Python { gevent: true }, "ghasi-bench-minimal", minimal()),
-            ("python-denied", "minimal plugin, no key → 401", Kind::Python { gevent: false }, "ghasi-bench-minimal", minimal()),
-        ];
-        for (id, title, kind, plugin, config) in denied {
-            self.scenario(Scenario {
-                id,
-                title: title.into(),
-                kind,
-                plugin,
-                config,
-                gen: none_gen.clone(),
-                expect: Expect::Exit(401),
-                warmup_requests: 0,
-                max_requests: u64::MAX,
-            });
-        }
+        // Denial (2 PDK calls), interleaved.
+        let no = Expect::Exit(401);
+        self.group(vec![
+            scenario("floor-denied", "no-op floor, denied (script plugin)", Kind::Ghasi, "ghasi-test-script", floor_denied_config(), &none_gen, no, 0),
+            scenario("denied", "API key missing → 401", Kind::Ghasi, "ghasi-api-key-lookup", auth.api_key_config(), &none_gen, no, 0),
+            scenario("js-denied", "minimal plugin, no key → 401", Kind::Js, "ghasi-bench-minimal", minimal(), &none_gen, no, 0),
+            scenario("python-gevent-denied", "minimal plugin, no key → 401", py_gevent, "ghasi-bench-minimal", minimal(), &none_gen, no, 0),
+            scenario("python-denied", "minimal plugin, no key → 401", py, "ghasi-bench-minimal", minimal(), &none_gen, no, 0),
+        ]);
 
         // API-key miss: every request a key never seen before, looked up in the fake auth-service.
         let miss_gen: RequestGen = Arc::new(move |i| (i < miss_keys).then(|| api_key_request(Some(auth::key("miss", i)))));
         let lookups_before = auth.lookups();
-        self.scenario(Scenario {
-            id: "api-key-miss",
-            title: "API key, cache miss → fake auth-service".into(),
-            kind: Kind::Ghasi,
-            plugin: "ghasi-api-key-lookup",
-            config: auth.api_key_config(),
-            gen: miss_gen,
-            expect: Expect::Admitted,
-            warmup_requests: 0,
+        self.group(vec![Scenario {
             max_requests: miss_keys - 20_000,
-        });
+            count_warmup: true,
+            ..scenario("api-key-miss", "API key, cache miss → fake auth-service", Kind::Ghasi, "ghasi-api-key-lookup", auth.api_key_config(), &miss_gen, ok, 0)
+        }]);
         if self.wants("api-key-miss") {
-            eprintln!("  auth-service lookups during api-key-miss: {}", auth.lookups() - lookups_before);
+            eprintln!("   auth-service lookups during api-key-miss: {}", auth.lookups() - lookups_before);
         }
 
         // JWT.
         if self.wants("jwt-cached") {
             let tokens = Arc::new(auth.mint(Alg::RS256, 100));
             let gen: RequestGen = Arc::new(move |i| Some(bearer_request(&tokens[i as usize % tokens.len()])));
-            self.scenario(Scenario {
-                id: "jwt-cached",
-                title: "JWT RS256, verified-token cache hit".into(),
-                kind: Kind::Ghasi,
-                plugin: "ghasi-jwt",
-                config: auth.jwt_config(),
-                gen,
-                expect: Expect::Admitted,
-                warmup_requests: 100,
-                max_requests: u64::MAX,
-            });
+            let title = "JWT RS256, verified-token cache hit";
+            self.group(vec![scenario("jwt-cached", title, Kind::Ghasi, "ghasi-jwt", auth.jwt_config(), &gen, ok, 100)]);
         }
-        for (id, alg, n) in [("jwt-rs256", Alg::RS256, 12_000usize), ("jwt-es256", Alg::ES256, 40_000)] {
+        for (id, alg, n) in [("jwt-rs256", Alg::RS256, 30_000usize), ("jwt-es256", Alg::ES256, 40_000)] {
             if !self.wants(id) {
                 continue;
             }
@@ -292,76 +272,113 @@ impl Bench<'_> {
             let tokens = Arc::new(auth.mint(alg, n));
             let supply = tokens.len() as u64;
             let gen: RequestGen = Arc::new(move |i| tokens.get(i as usize).map(|t| bearer_request(t)));
-            self.scenario(Scenario {
-                id,
-                title: format!("JWT {alg:?}, first verification (new token each request)"),
-                kind: Kind::Ghasi,
-                plugin: "ghasi-jwt",
-                config: auth.jwt_config(),
-                gen,
-                expect: Expect::Admitted,
-                warmup_requests: 500,
+            let title = format!("JWT {alg:?}, first verification (new token each request)");
+            self.group(vec![Scenario {
                 // Stop before the supply runs dry, while every task is still busy.
                 max_requests: supply.saturating_sub(500 + 2 * self.cli.concurrency as u64),
-            });
+                count_warmup: true,
+                ..scenario(id, &title, Kind::Ghasi, "ghasi-jwt", auth.jwt_config(), &gen, ok, 500)
+            }]);
         }
         auth.shutdown();
         Ok(())
     }
 
-    fn scenario(&mut self, s: Scenario) {
-        if !self.wants(s.id) {
+    /// Runs the wanted scenarios of a group side by side: every server started once, then
+    /// `rounds` measured windows taken in turn (A B C, A B C, …), so that a disturbance of
+    /// the shared machine falls on all of them alike. Figures are pooled over the windows.
+    fn group(&mut self, scenarios: Vec<Scenario>) {
+        let scenarios: Vec<Scenario> = scenarios.into_iter().filter(|s| self.wants(s.id)).collect();
+        if scenarios.is_empty() {
             return;
         }
-        eprintln!("== {} — {} ({})", s.id, s.title, s.kind.label());
-        let spec = LoadSpec {
-            plugin: s.plugin.to_string(),
-            config: s.config,
-            gen: s.gen,
-            expect: s.expect,
-            warmup: Duration::from_secs_f64(self.cli.warmup),
-            warmup_requests: s.warmup_requests,
-            duration: Duration::from_secs_f64(self.cli.seconds),
-            max_requests: s.max_requests,
-            workers: self.cli.workers,
-            concurrency: self.cli.concurrency,
-        };
-        let mut memory = procfs::Memory::default();
-        let result = match Server::start(s.kind, &self.paths, false) {
-            Err(e) => Err(format!("{e:#}")),
-            Ok(server) => {
-                let r = load::run(&server, &spec).map_err(|e| format!("{e:#}"));
-                memory = server.memory();
-                if let Ok(r) = &r {
-                    if r.errors > 0 {
-                        eprintln!("   server log:\n{}", server.log_tail());
-                    }
-                }
-                server.stop();
-                r
+        let rounds = self.cli.rounds.max(1);
+        let mut live = Vec::new();
+        for s in scenarios {
+            eprintln!("== {} — {} ({}): starting", s.id, s.title, s.kind.label());
+            let server = Server::start(s.kind, &self.paths, false).map_err(|e| format!("{e:#}"));
+            if let Err(e) = &server {
+                eprintln!("   failed: {e}");
             }
-        };
-        match &result {
-            Ok(r) => eprintln!(
-                "   {:.0} req/s, p99 {:.2} ms, {:.2} RPCs/req, server {:.1} µs/req, emulator {:.1} µs/req, {} errors{}",
-                r.rps(),
-                r.quantile_ms(0.99),
-                r.per_request(r.rpcs),
-                r.server_us(),
-                r.emulator_us(),
-                r.errors,
-                r.first_error.as_deref().map(|e| format!(" (first: {e})")).unwrap_or_default()
-            ),
-            Err(e) => eprintln!("   failed: {e}"),
+            let next = Arc::new(std::sync::atomic::AtomicU64::new(0));
+            live.push((s, server, next, None::<Result<load::LoadResult, String>>));
         }
-        self.rows.push(Row {
-            id: s.id,
-            scenario: s.title,
-            kind: s.kind,
-            result,
-            memory,
-            workers: self.cli.workers,
-        });
+        for round in 0..rounds {
+            for (s, server, next, acc) in live.iter_mut() {
+                let Ok(server) = server else { continue };
+                if matches!(acc, Some(Err(_))) {
+                    continue;
+                }
+                let done = match acc {
+                    Some(Ok(r)) => r.requests,
+                    _ => 0,
+                };
+                if done >= s.max_requests {
+                    continue;
+                }
+                let first = round == 0;
+                let spec = LoadSpec {
+                    plugin: s.plugin.to_string(),
+                    config: s.config.clone(),
+                    gen: s.gen.clone(),
+                    next: next.clone(),
+                    expect: s.expect,
+                    warmup: match (s.count_warmup, first) {
+                        (true, _) => Duration::ZERO,
+                        (false, true) => Duration::from_secs_f64(self.cli.warmup),
+                        (false, false) => Duration::from_secs_f64(0.2),
+                    },
+                    warmup_requests: if first { s.warmup_requests } else { 0 },
+                    duration: Duration::from_secs_f64(self.cli.seconds / rounds as f64),
+                    // A finite supply is shared evenly by the rounds.
+                    max_requests: match s.max_requests {
+                        u64::MAX => u64::MAX,
+                        total => (total.div_ceil(rounds as u64) * (round as u64 + 1)).min(total).saturating_sub(done),
+                    },
+                    workers: self.cli.workers,
+                    concurrency: self.cli.concurrency,
+                };
+                let r = load::run(server, &spec).map_err(|e| format!("{e:#}"));
+                match &r {
+                    Ok(r) => eprintln!(
+                        "   {} round {}: {:.0} req/s, p99 {:.2} ms, {:.2} RPCs/req, server {:.1} µs/req ({:.0}% kernel), emulator {:.1} µs/req, other load {:.2} cores, {} errors{}",
+                        s.id,
+                        round + 1,
+                        r.rps(),
+                        r.quantile_ms(0.99),
+                        r.per_request(r.rpcs),
+                        r.server_us(),
+                        r.server_kernel_share() * 100.0,
+                        r.emulator_us(),
+                        r.other_cores(),
+                        r.errors,
+                        r.first_error.as_deref().map(|e| format!(" (first: {e})")).unwrap_or_default()
+                    ),
+                    Err(e) => eprintln!("   {} round {}: failed: {e}", s.id, round + 1),
+                }
+                if matches!(&r, Ok(r) if r.errors > 0) {
+                    eprintln!("   server log:\n{}", server.log_tail());
+                }
+                *acc = Some(match (acc.take(), r) {
+                    (Some(Ok(mut total)), Ok(r)) => {
+                        total.merge(r);
+                        Ok(total)
+                    }
+                    (_, r) => r,
+                });
+            }
+        }
+        for (s, server, _, acc) in live {
+            let (result, memory) = match server {
+                Err(e) => (Err(e), procfs::Memory::default()),
+                Ok(server) => {
+                    let memory = server.memory();
+                    server.stop();
+                    (acc.unwrap_or_else(|| Err("not run".into())), memory)
+                }
+            };
+            self.rows.push(Row { id: s.id, scenario: s.title, kind: s.kind, result, memory });
+        }
     }
 
     /// RSS idle and after `cache_keys` distinct valid keys were looked up through the plugin.
@@ -386,10 +403,12 @@ impl Bench<'_> {
         std::thread::sleep(Duration::from_millis(300));
         report.idle = server.memory();
         eprintln!("   idle: VmRSS {:.1} MiB; filling", report.idle.rss_mib());
+        let next = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let fill = LoadSpec {
             plugin: "ghasi-api-key-lookup".into(),
             config: auth.api_key_config(),
             gen: Arc::new(move |i| (i < keys).then(|| api_key_request(Some(auth::key("mem", i))))),
+            next: next.clone(),
             expect: Expect::Admitted,
             warmup: Duration::ZERO,
             warmup_requests: 0,
@@ -398,14 +417,34 @@ impl Bench<'_> {
             workers: self.cli.workers,
             concurrency: self.cli.concurrency,
         };
-        match load::run(&server, &fill) {
-            Ok(r) => {
-                if r.errors > 0 {
-                    eprintln!("   {} errors (first: {:?}); server log:\n{}", r.errors, r.first_error, server.log_tail());
+        // Filled in steps, with RSS and the cache's size read after each.
+        let mut steps: Vec<u64> = [10_000, 32_768, 65_536, 131_072, 262_144, 524_288].into_iter().filter(|&n| n < keys).collect();
+        steps.push(keys);
+        let mut done = 0;
+        for step in steps {
+            let spec = LoadSpec { max_requests: step - done, ..fill.clone() };
+            match load::run(&server, &spec) {
+                Ok(r) => {
+                    if r.errors > 0 {
+                        eprintln!("   {} errors (first: {:?}); server log:\n{}", r.errors, r.first_error, server.log_tail());
+                    }
+                    done += r.requests;
+                    match &mut report.fill {
+                        Some(total) => total.merge(r),
+                        None => report.fill = Some(r),
+                    }
                 }
-                report.fill = Some(r);
+                Err(e) => {
+                    report.fill_error = Some(format!("{e:#}"));
+                    break;
+                }
             }
-            Err(e) => report.fill_error = Some(format!("{e:#}")),
+            // Requests past the step's count may have started; wait for none.
+            next.store(done, std::sync::atomic::Ordering::SeqCst);
+            let entries = server.metric("ghasi_cache_entries", &["cache=\"positive\""]);
+            let mem = server.memory();
+            eprintln!("   {done} keys looked up: {:?} cached, VmRSS {:.1} MiB", entries, mem.rss_mib());
+            report.steps.push((done, entries, mem));
         }
         report.lookups = auth.lookups();
         report.after_fill = server.memory();
@@ -422,6 +461,7 @@ impl Bench<'_> {
         let before = auth.lookups();
         let check = LoadSpec {
             gen: Arc::new(move |i| (i < sample).then(|| api_key_request(Some(auth::key("mem", i * stride))))),
+            next: Default::default(),
             duration: Duration::from_secs(120),
             max_requests: sample,
             ..fill

@@ -13,17 +13,11 @@ pub struct Row {
     pub kind: Kind,
     pub result: Result<LoadResult, String>,
     pub memory: Memory,
-    pub workers: usize,
 }
 
 impl Row {
     pub fn ok(&self) -> Option<&LoadResult> {
         self.result.as_ref().ok().filter(|r| r.requests > 0)
-    }
-    /// Share of the emulator's worker threads' time spent busy during the window.
-    pub fn emulator_busy(&self) -> Option<f64> {
-        let r = self.ok()?;
-        Some(r.emulator_cpu.as_secs_f64() / (r.wall.as_secs_f64() * self.workers as f64))
     }
 }
 
@@ -39,6 +33,8 @@ pub struct MemoryReport {
     pub lookups: u64,
     /// Keys sampled evenly from the filled set, and how many of them needed a new lookup.
     pub sample: Option<(u64, u64)>,
+    /// (keys looked up, valid keys cached, memory) along the fill.
+    pub steps: Vec<(u64, Option<f64>, Memory)>,
 }
 
 pub struct Machine {
@@ -107,7 +103,7 @@ fn rps(v: f64) -> String {
     let s = n.to_string();
     let mut out = String::new();
     for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i) % 3 == 0 {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);
@@ -117,14 +113,14 @@ fn rps(v: f64) -> String {
 
 pub fn table(rows: &[Row]) -> String {
     let mut out = String::new();
-    out.push_str("| scenario | server | PDK calls/req | RPCs/req | req/s | p50 ms | p99 ms | p99.9 ms | server CPU µs/req | emulator CPU µs/req | peak RSS MiB | errors |\n");
-    out.push_str("|---|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n");
+    out.push_str("| scenario | server | PDK calls/req | RPCs/req | req/s | p50 ms | p99 ms | p99.9 ms | server CPU µs/req | of which kernel | emulator CPU µs/req | peak RSS MiB | other load (cores) | errors |\n");
+    out.push_str("|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n");
     for row in rows {
         match &row.result {
             Ok(r) if r.requests > 0 => {
                 let _ = writeln!(
                     out,
-                    "| {} | {} | {} | {} | {} | {} | {} | {} | **{}** | {} | {} | {} |",
+                    "| {} | {} | {} | {} | {} | {} | {} | {} | **{}** | {}% | {} | {} | {} | {} |",
                     row.scenario,
                     row.kind.label(),
                     f(r.per_request(r.pdk_calls), 2),
@@ -134,17 +130,19 @@ pub fn table(rows: &[Row]) -> String {
                     f(r.quantile_ms(0.99), 2),
                     f(r.quantile_ms(0.999), 2),
                     f(r.server_us(), 1),
+                    f(r.server_kernel_share() * 100.0, 0),
                     f(r.emulator_us(), 1),
                     f(row.memory.hwm_mib(), 1),
+                    f(r.other_cores(), 2),
                     r.errors,
                 );
             }
             Ok(r) => {
                 let why = r.first_error.clone().unwrap_or_else(|| "no request completed".into());
-                let _ = writeln!(out, "| {} | {} | – | not measured: {} |||||||| {} |", row.scenario, row.kind.label(), md(&why), r.errors);
+                let _ = writeln!(out, "| {} | {} | – | not measured: {} |||||||||| {} |", row.scenario, row.kind.label(), md(&why), r.errors);
             }
             Err(e) => {
-                let _ = writeln!(out, "| {} | {} | – | not measured: {} ||||||||  |", row.scenario, row.kind.label(), md(e));
+                let _ = writeln!(out, "| {} | {} | – | not measured: {} ||||||||||  |", row.scenario, row.kind.label(), md(e));
             }
         }
     }
@@ -176,10 +174,17 @@ fn verdict(met: bool) -> &'static str {
 pub fn targets(rows: &[Row], memory: Option<&MemoryReport>) -> String {
     let mut out = String::new();
     let res = |id: &str| find(rows, id).and_then(|r| r.ok());
-    let busy_note = |id: &str| match find(rows, id).and_then(|r| r.emulator_busy()) {
-        Some(b) if b > 0.9 => format!(" (emulator threads {:.0}% busy: emulator-bound, the server could go faster)", b * 100.0),
-        Some(b) => format!(" (emulator threads {:.0}% busy)", b * 100.0),
+    let busy_note = |id: &str| match res(id) {
+        Some(r) => format!(" (measured; machine CPUs {:.0}% busy)", r.machine_busy_share() * 100.0),
         None => String::new(),
+    };
+    let cpus = std::thread::available_parallelism().map(|p| p.get()).unwrap_or(1) as f64;
+    // Requests/s the server alone could serve with the cores it can use: every core for ours
+    // (one runtime thread per core), one for the single-threaded JS event loop and Python
+    // (GIL). Derived from the measured CPU per request; the load generator's CPU left out.
+    let capacity = |kind: Kind, r: &LoadResult| {
+        let cores = if kind == Kind::Ghasi { cpus } else { 1.0 };
+        cores * 1e6 / r.server_us()
     };
     out.push_str("| comparison | ratio | target | verdict |\n|---|--:|--:|---|\n");
     for (path, ours, floor, js, pys) in [
@@ -201,6 +206,13 @@ pub fn targets(rows: &[Row], memory: Option<&MemoryReport>) -> String {
                 target("≥ 3×"),
                 judge(tput >= 3.0)
             );
+            let cap = capacity(Kind::Ghasi, o) / capacity(Kind::Js, j);
+            let _ = writeln!(
+                out,
+                "| {path}: server-bound capacity, ours ÷ JS (derived, load generator excluded) | {cap:.1}× | {} | {} |",
+                target("≥ 3×"),
+                if cap >= 3.0 { "(would meet)" } else { "(would miss)" }
+            );
         }
         for py in pys {
             let Some(p) = res(py) else { continue };
@@ -208,7 +220,15 @@ pub fn targets(rows: &[Row], memory: Option<&MemoryReport>) -> String {
             let cpu = p.server_us() / o.server_us();
             let tput = o.rps() / p.rps();
             let _ = writeln!(out, "| {path}: server CPU/req, {label} ÷ ours | {cpu:.1}× | {} | {} |", target("≥ 10×"), judge(cpu >= 10.0));
-            let _ = writeln!(out, "| {path}: req/s, ours ÷ {label} | {tput:.1}× | {} | {} |", target("≥ 10×"), judge(tput >= 10.0));
+            let _ = writeln!(out, "| {path}: req/s, ours ÷ {label}{} | {tput:.1}× | {} | {} |", busy_note(ours), target("≥ 10×"), judge(tput >= 10.0));
+            let kind = find(rows, py).map(|r| r.kind).unwrap_or(Kind::Python { gevent: true });
+            let cap = capacity(Kind::Ghasi, o) / capacity(kind, p);
+            let _ = writeln!(
+                out,
+                "| {path}: server-bound capacity, ours ÷ {label} (derived) | {cap:.1}× | {} | {} |",
+                target("≥ 10×"),
+                if cap >= 10.0 { "(would meet)" } else { "(would miss)" }
+            );
         }
         if let Some(fl) = res(floor) {
             let over = o.server_us() / fl.server_us() - 1.0;
@@ -249,15 +269,17 @@ pub fn memory_section(m: &MemoryReport) -> String {
     let mut out = String::new();
     out.push_str("| state | VmRSS MiB | VmHWM MiB | valid keys cached (`ghasi_cache_entries`) |\n|---|--:|--:|--:|\n");
     let _ = writeln!(out, "| idle (started, no instance) | {:.1} | {:.1} | 0 |", m.idle.rss_mib(), m.idle.hwm_mib());
-    let entries = m.entries.map(|e| group(e as u64)).unwrap_or_else(|| "?".into());
-    let _ = writeln!(
-        out,
-        "| after {} distinct valid keys were looked up (one request each) | {:.1} | {:.1} | {} |",
-        group(m.keys),
-        m.after_fill.rss_mib(),
-        m.after_fill.hwm_mib(),
-        entries
-    );
+    for (done, entries, mem) in &m.steps {
+        let entries = entries.map(|e| group(e as u64)).unwrap_or_else(|| "?".into());
+        let _ = writeln!(
+            out,
+            "| after {} distinct valid keys were looked up (one request each) | {:.1} | {:.1} | {} |",
+            group(*done),
+            mem.rss_mib(),
+            mem.hwm_mib(),
+            entries
+        );
+    }
     out.push('\n');
     if let Some(fill) = &m.fill {
         let _ = writeln!(
@@ -274,16 +296,26 @@ pub fn memory_section(m: &MemoryReport) -> String {
     if let Some(e) = &m.fill_error {
         let _ = writeln!(out, "Fill failed: {}", md(e));
     }
-    if let (Some(entries), true) = (m.entries, m.after_fill.rss_kib > m.idle.rss_kib) {
-        if entries > 0.0 {
-            let per = (m.after_fill.rss_kib - m.idle.rss_kib) as f64 * 1024.0 / entries;
-            let _ = writeln!(
-                out,
-                "Growth over idle: {:.0} bytes per cached key; {} keys would take about {:.0} MiB over idle at that rate.",
-                per,
-                group(m.keys),
-                per * m.keys as f64 / 1024.0 / 1024.0
-            );
+    // Marginal cost of a cached key: RSS growth between the first step and the first step
+    // at which the cache stopped growing (or the last step).
+    let points: Vec<(f64, f64)> =
+        m.steps.iter().filter_map(|(_, e, mem)| e.map(|e| (e, mem.rss_kib as f64 * 1024.0))).collect();
+    if let (Some(&(e0, r0)), Some(max_e)) = (points.first(), points.iter().map(|p| p.0).reduce(f64::max)) {
+        if let Some(&(e1, r1)) = points.iter().find(|p| p.0 >= max_e) {
+            if e1 > e0 {
+                let per = (r1 - r0) / (e1 - e0);
+                let _ = writeln!(
+                    out,
+                    "Marginal cost: {:.0} bytes of RSS per cached key (between {} and {} cached); at that rate {} cached keys would need about {:.0} MiB ({:.0} MiB idle + {:.0} MiB).",
+                    per,
+                    group(e0 as u64),
+                    group(e1 as u64),
+                    group(m.keys),
+                    m.idle.rss_mib() + per * m.keys as f64 / 1048576.0,
+                    m.idle.rss_mib(),
+                    per * m.keys as f64 / 1048576.0
+                );
+            }
         }
     }
     if let Some((sampled, looked_up)) = m.sample {

@@ -129,7 +129,7 @@ impl Server {
         self.child.id()
     }
 
-    pub fn cpu(&self) -> Duration {
+    pub fn cpu(&self) -> procfs::Cpu {
         procfs::process_cpu(self.pid()).unwrap_or_default()
     }
 
