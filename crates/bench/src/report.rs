@@ -37,6 +37,24 @@ pub struct MemoryReport {
     pub steps: Vec<(u64, Option<f64>, Memory)>,
 }
 
+impl MemoryReport {
+    /// Marginal RSS bytes per cached key: growth between the first fill step and the first
+    /// step at which the cache stopped growing. Returns (bytes, entries from, entries to).
+    pub fn marginal(&self) -> Option<(f64, f64, f64)> {
+        let points: Vec<(f64, f64)> =
+            self.steps.iter().filter_map(|(_, e, mem)| e.map(|e| (e, mem.rss_kib as f64 * 1024.0))).collect();
+        let &(e0, r0) = points.first()?;
+        let max_e = points.iter().map(|p| p.0).reduce(f64::max)?;
+        let &(e1, r1) = points.iter().find(|p| p.0 >= max_e)?;
+        (e1 > e0).then(|| ((r1 - r0) / (e1 - e0), e0, e1))
+    }
+
+    /// RSS with every one of `keys` cached, at `per_key` bytes each.
+    pub fn projected_mib(&self, per_key: f64) -> f64 {
+        self.idle.rss_mib() + per_key * self.keys as f64 / 1048576.0
+    }
+}
+
 pub struct Machine {
     pub cpus: usize,
     pub model: String,
@@ -255,7 +273,17 @@ pub fn targets(rows: &[Row], memory: Option<&MemoryReport>) -> String {
                 None => String::new(),
             },
             rss,
-            if all_cached { verdict(rss < 300.0) } else { "**not measurable**: the cache holds fewer keys (see below)" }
+            if all_cached { verdict(rss < 300.0).to_string() } else {
+                match m.marginal() {
+                    Some((per, _, _)) => format!(
+                        "**not measurable**: the cache keeps fewer keys; extrapolated {:.0} MiB at {:.0} B/key, which would {}",
+                        m.projected_mib(per),
+                        per,
+                        if m.projected_mib(per) < 300.0 { "meet" } else { "miss" }
+                    ),
+                    None => "**not measurable**: the cache keeps fewer keys".to_string(),
+                }
+            }
         );
     }
     out
@@ -296,27 +324,18 @@ pub fn memory_section(m: &MemoryReport) -> String {
     if let Some(e) = &m.fill_error {
         let _ = writeln!(out, "Fill failed: {}", md(e));
     }
-    // Marginal cost of a cached key: RSS growth between the first step and the first step
-    // at which the cache stopped growing (or the last step).
-    let points: Vec<(f64, f64)> =
-        m.steps.iter().filter_map(|(_, e, mem)| e.map(|e| (e, mem.rss_kib as f64 * 1024.0))).collect();
-    if let (Some(&(e0, r0)), Some(max_e)) = (points.first(), points.iter().map(|p| p.0).reduce(f64::max)) {
-        if let Some(&(e1, r1)) = points.iter().find(|p| p.0 >= max_e) {
-            if e1 > e0 {
-                let per = (r1 - r0) / (e1 - e0);
-                let _ = writeln!(
-                    out,
-                    "Marginal cost: {:.0} bytes of RSS per cached key (between {} and {} cached); at that rate {} cached keys would need about {:.0} MiB ({:.0} MiB idle + {:.0} MiB).",
-                    per,
-                    group(e0 as u64),
-                    group(e1 as u64),
-                    group(m.keys),
-                    m.idle.rss_mib() + per * m.keys as f64 / 1048576.0,
-                    m.idle.rss_mib(),
-                    per * m.keys as f64 / 1048576.0
-                );
-            }
-        }
+    if let Some((per, e0, e1)) = m.marginal() {
+        let _ = writeln!(
+            out,
+            "Marginal cost: {:.0} bytes of RSS per cached key (between {} and {} cached); at that rate {} cached keys would need about {:.0} MiB ({:.0} MiB idle + {:.0} MiB).",
+            per,
+            group(e0 as u64),
+            group(e1 as u64),
+            group(m.keys),
+            m.projected_mib(per),
+            m.idle.rss_mib(),
+            per * m.keys as f64 / 1048576.0
+        );
     }
     if let Some((sampled, looked_up)) = m.sample {
         let _ = writeln!(
