@@ -102,10 +102,15 @@ pub fn decode_frame(buf: &mut BytesMut, max: usize) -> Result<Option<Value>, Fra
     let Some(len) = frame_len(buf, max)? else {
         return Ok(None);
     };
-    let mut slice = &buf[..len];
-    let value = rmpv::decode::read_value_with_max_depth(&mut slice, MAX_DEPTH + 1)?;
+    let value = decode(&buf[..len])?;
     buf.advance(len);
     Ok(Some(value))
+}
+
+/// Decodes one complete object (as measured by [`frame_len`]) into a value tree.
+pub fn decode(frame: &[u8]) -> Result<Value, FrameError> {
+    let mut slice = frame;
+    Ok(rmpv::decode::read_value_with_max_depth(&mut slice, MAX_DEPTH + 1)?)
 }
 
 /// Serialises one value (infallible for in-memory writes).

@@ -6,7 +6,7 @@
 //! a bad method or parameter gets an error response and the connection stays open.
 //! Idle connections are never closed from our side: Kong owns the pool (§2.4).
 
-use bytes::BytesMut;
+use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
 
@@ -57,36 +57,42 @@ pub async fn serve(stream: &mut UnixStream, registry: Registry, limits: &Limits)
     }
     let mut buf = BytesMut::with_capacity(4096);
     loop {
-        let frame = loop {
-            if let Some(frame) = codec::decode_frame(&mut buf, limits.max_frame_bytes)? {
-                break frame;
+        let len = loop {
+            if let Some(len) = codec::frame_len(&buf, limits.max_frame_bytes)? {
+                break len;
             }
             if stream.read_buf(&mut buf).await? == 0 {
                 return if buf.is_empty() { Ok(()) } else { Err(ConnectionError::Truncated(buf.len())) };
             }
         };
+        let incoming = match rpc::read_common(&buf[..len]) {
+            Some((msgid, method)) => Ok((msgid, Ok(method))),
+            None => rpc::Request::from_value(codec::decode(&buf[..len])?)
+                .map(|request| (request.msgid, Method::parse(&request.method, request.param))),
+        };
+        buf.advance(len);
         let _busy = registry.busy_guard();
-        let response = match rpc::Request::from_value(frame) {
-            Ok(request) => {
-                let result = match Method::parse(&request.method, request.param) {
+        let (msgid, result) = match incoming {
+            Ok((msgid, method)) => {
+                let result = match method {
                     Ok(method) => dispatch(&registry, method).await,
                     Err(message) => Err(RpcError { kind: "bad_request", message }),
                 };
                 let result = result.map_err(|e| {
-                    tracing::debug!(method = request.method, kind = e.kind, "rpc error: {}", e.message);
+                    tracing::debug!(kind = e.kind, "rpc error: {}", e.message);
                     metrics::global().rpc_errors.get_or_create(&KindLabels { kind: e.kind }).inc();
                     e.message
                 });
-                rpc::response(request.msgid, result)
+                (msgid, result)
             }
             Err(ProtocolError { msgid: Some(msgid), reason }) => {
                 metrics::global().rpc_errors.get_or_create(&KindLabels { kind: "bad_envelope" }).inc();
-                rpc::response(msgid, Err(reason))
+                (msgid, Err(reason))
             }
             Err(e) => return Err(e.into()),
         };
         out.clear();
-        codec::encode(&response, &mut out);
+        rpc::encode_response(msgid, &result, &mut out);
         stream.write_all(&out).await?;
     }
 }

@@ -11,7 +11,7 @@ use crate::instance::Instance;
 use crate::plugins::Phase;
 use crate::registry::Registry;
 use crate::rpc::value::{from_json, map};
-use crate::rpc::Method;
+use crate::rpc::{Method, Reply};
 
 /// An RPC failure: the text Kong sees, and a bounded kind for the `rpc_errors` metric.
 #[derive(Debug)]
@@ -26,8 +26,8 @@ impl RpcError {
     }
 }
 
-pub async fn dispatch(registry: &Registry, method: Method) -> Result<Value, RpcError> {
-    match method {
+pub async fn dispatch(registry: &Registry, method: Method) -> Result<Reply, RpcError> {
+    let value = match method {
         Method::StartInstance { name, config } => start_instance(registry, &name, &config),
         Method::CloseInstance { id } => {
             let instance = registry.remove_instance(id).ok_or_else(|| no_instance(id))?;
@@ -35,20 +35,23 @@ pub async fn dispatch(registry: &Registry, method: Method) -> Result<Value, RpcE
             Ok(instance.status())
         }
         Method::HandleEvent { instance_id, event_name } => {
-            let id = instance_id
-                .ok_or_else(|| RpcError::new("bad_request", "plugin.HandleEvent: missing InstanceId (did StartInstance fail?)"))?;
+            let id = instance_id.ok_or_else(|| {
+                RpcError::new("bad_request", "plugin.HandleEvent: missing InstanceId (did StartInstance fail?)")
+            })?;
             let instance = registry.instance(id).ok_or_else(|| no_instance(id))?;
-            let phase = Phase::parse(&event_name)
-                .filter(|p| instance.spec.phases.contains(p))
-                .ok_or_else(|| {
-                    RpcError::new("bad_request", format!("plugin {} does not handle phase {event_name}", instance.spec.name))
-                })?;
-            let (event_id, rx) = event::start(registry, instance, phase);
-            Ok(event::advance(registry, event_id, rx).await)
+            let phase = Phase::parse(&event_name).filter(|p| instance.spec.phases.contains(p)).ok_or_else(|| {
+                RpcError::new(
+                    "bad_request",
+                    format!("plugin {} does not handle phase {event_name}", instance.spec.name),
+                )
+            })?;
+            return Ok(Reply::Step(event::start(registry, instance, phase).await));
         }
-        Method::Step { event_id, data } => event::step(registry, event_id, Ok(data)).await.map_err(no_event),
+        Method::Step { event_id, data } => {
+            return event::step(registry, event_id, Ok(data)).await.map(Reply::Step).map_err(no_event)
+        }
         Method::StepError { event_id, message } => {
-            event::step(registry, event_id, Err(message)).await.map_err(no_event)
+            return event::step(registry, event_id, Err(message)).await.map(Reply::Step).map_err(no_event)
         }
         Method::GetPluginInfo { name } => registry
             .plugin(&name)
@@ -57,10 +60,12 @@ pub async fn dispatch(registry: &Registry, method: Method) -> Result<Value, RpcE
         Method::GetStatus => Ok(status(registry)),
         Method::InstanceStatus { id } => registry.instance(id).map(|i| i.status()).ok_or_else(|| no_instance(id)),
         Method::AdvanceClock { seconds } => {
-            crate::clock::advance(std::time::Duration::from_secs(seconds)).map_err(|e| RpcError::new("bad_request", e))?;
+            crate::clock::advance(std::time::Duration::from_secs(seconds))
+                .map_err(|e| RpcError::new("bad_request", e))?;
             Ok(Value::from(crate::clock::unix_now()))
         }
-    }
+    };
+    value.map(Reply::Value)
 }
 
 fn no_instance(id: u64) -> RpcError {

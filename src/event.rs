@@ -1,37 +1,47 @@
-//! ⑧ Events: one Tokio task per `HandleEvent`, connected to the RPCs by a channel pair.
+//! ⑧ Events: one boxed future per `HandleEvent`, driven by the RPCs of that event.
 //!
-//! The task runs the plugin's phase handler with a [`Pdk`]. Each PDK call arrives here as an
-//! [`Outgoing`] message and becomes the result of the RPC currently being served; the reply
-//! half is *parked* in the registry until Kong's next Step (on whichever connection) hands
-//! in the result. The event ends when the handler returns (`"ret"`) or sends a terminal
-//! call (`kong.response.exit`/`error`, never answered by Kong, §5.4). Parked events that
-//! Kong abandons are reaped ([`Registry::reap_abandoned`]), which ends their task.
+//! The future runs the plugin's phase handler with a [`Pdk`]. HandleEvent polls it until it
+//! leaves a PDK call in its [`Mailbox`] (or finishes); that call becomes the RPC's result and
+//! the future is *parked* in the registry until Kong's next Step (on whichever connection)
+//! brings the answer and polls it again, right there in that connection's task. The event
+//! ends when the handler returns (`"ret"`) or makes a terminal call
+//! (`kong.response.exit`/`error`, never answered by Kong, §5.4). Parked events that Kong
+//! abandons are reaped ([`Registry::reap_abandoned`]): dropping the future ends them.
+//!
+//! Why not a task per event: every Step would then hop task to task twice (hand the answer
+//! over, wait for the next call), each hop a wake-up and often a thread switch. Those hops
+//! cost more CPU than the plugin work itself (benchmarked, README "Benchmark"). While the
+//! plugin awaits real I/O (auth-service, JWKS) the connection task serving the RPC awaits
+//! with it, which is what it would do anyway: Kong never pipelines (§2.3).
 //!
 //! A handler that fails or panics must still answer, or Kong's request would stall for
 //! 60 s and then proceed without the plugin (§16): in `access` it answers 500 (fail closed).
 
+use std::future::Future;
 use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use futures::FutureExt;
-use rmpv::Value;
-use tokio::sync::{mpsc, oneshot};
 
 use crate::instance::Instance;
-use crate::pdk::{Outgoing, Pdk, StepReply};
+use crate::pdk::{Outgoing, Pdk, SharedMailbox, StepReply};
 use crate::plugins::Phase;
 use crate::registry::{CountGuard, Registry};
-use crate::rpc::value::map;
+use crate::rpc::{StepData, StepResult};
 
 /// The body of the 500 sent when a plugin fails unexpectedly (RFC 9457 problem details).
 const INTERNAL_ERROR_BODY: &[u8] =
     br#"{"type":"about:blank","title":"Internal Server Error","status":500,"code":"internal_error","detail":"The authentication plugin failed unexpectedly."}"#;
 
+type EventFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
+
 /// An event waiting for Kong's answer to a PDK call.
 pub struct ParkedEvent {
-    rx: mpsc::Receiver<Outgoing>,
-    reply: oneshot::Sender<StepReply>,
+    future: EventFuture,
+    mailbox: SharedMailbox,
     since: Instant,
 }
 
@@ -41,14 +51,52 @@ impl ParkedEvent {
     }
 }
 
-/// Spawns the event task; returns its id and the receiving end of its messages.
-pub fn start(registry: &Registry, instance: Arc<Instance>, phase: Phase) -> (u64, mpsc::Receiver<Outgoing>) {
+/// Starts an event and runs it up to its first PDK call (or its end).
+pub async fn start(registry: &Registry, instance: Arc<Instance>, phase: Phase) -> StepResult {
     let event_id = registry.next_event_id();
-    let (tx, rx) = mpsc::channel(1);
+    let mailbox = SharedMailbox::default();
     let guard = registry.live_event_guard();
-    let pdk = Pdk::new(tx, instance.spec.name, instance.route.clone());
-    tokio::spawn(run(instance, phase, pdk, event_id, guard));
-    (event_id, rx)
+    let pdk = Pdk::new(mailbox.clone(), instance.spec.name, instance.route.clone());
+    let future = Box::pin(run(instance, phase, pdk, event_id, guard));
+    advance(registry, event_id, future, mailbox).await
+}
+
+/// Hands Kong's answer to the parked event and runs it up to its next PDK call.
+pub async fn step(registry: &Registry, event_id: u64, reply: StepReply) -> Result<StepResult, String> {
+    let ParkedEvent { future, mailbox, .. } =
+        registry.unpark(event_id).ok_or_else(|| format!("no running event {event_id}"))?;
+    mailbox.lock().put_reply(reply);
+    Ok(advance(registry, event_id, future, mailbox).await)
+}
+
+/// Polls the event until it leaves a call in its mailbox or finishes. While it waits on
+/// anything else (auth-service, a timer) it is pending with our waker, as any future is.
+async fn advance(registry: &Registry, event_id: u64, mut future: EventFuture, mailbox: SharedMailbox) -> StepResult {
+    let (outgoing, finished) = std::future::poll_fn(|cx| {
+        let finished = future.as_mut().poll(cx).is_ready();
+        match mailbox.lock().take_outgoing() {
+            None if !finished => Poll::Pending,
+            outgoing => Poll::Ready((outgoing, finished)),
+        }
+    })
+    .await;
+    let data = match outgoing {
+        Some(Outgoing::Call { method, args }) if !finished => {
+            registry.park(event_id, ParkedEvent { future, mailbox, since: Instant::now() });
+            StepData::Call { method, args }
+        }
+        // A call the handler gave up on before returning (a dropped future): nobody awaits
+        // its answer, so the event is over.
+        Some(Outgoing::Call { .. }) | None => StepData::Ret,
+        Some(Outgoing::Terminal { method, args }) => {
+            if !finished {
+                // Whatever the handler still does after the exit (Kong has moved on).
+                tokio::spawn(future);
+            }
+            StepData::Call { method, args }
+        }
+    };
+    StepResult { event_id, data }
 }
 
 async fn run(instance: Arc<Instance>, phase: Phase, mut pdk: Pdk, event_id: u64, _live: CountGuard) {
@@ -93,32 +141,4 @@ fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
         .or_else(|| panic.downcast_ref::<String>().cloned())
         .unwrap_or_else(|| "unknown panic".into());
     format!("panic: {text}")
-}
-
-/// Waits for the event's next message and turns it into the step result map for Kong:
-/// `{EventId, Data: {Method, Args}}` for a PDK call, `{EventId, Data: "ret"}` at the end.
-pub async fn advance(registry: &Registry, event_id: u64, mut rx: mpsc::Receiver<Outgoing>) -> Value {
-    let data = match rx.recv().await {
-        Some(Outgoing::Call { method, args, reply }) => {
-            registry.park(event_id, ParkedEvent { rx, reply, since: Instant::now() });
-            call_data(&method, args)
-        }
-        // Terminal: the receiver is dropped here; later calls of the task fail fast.
-        Some(Outgoing::Terminal { method, args }) => call_data(&method, args),
-        None => Value::from("ret"),
-    };
-    map([("EventId", Value::from(event_id)), ("Data", data)])
-}
-
-fn call_data(method: &str, args: Vec<Value>) -> Value {
-    map([("Method", Value::from(method)), ("Args", Value::Array(args))])
-}
-
-/// Hands Kong's answer to the parked event and waits for its next message.
-pub async fn step(registry: &Registry, event_id: u64, reply: StepReply) -> Result<Value, String> {
-    let ParkedEvent { rx, reply: tx, .. } =
-        registry.unpark(event_id).ok_or_else(|| format!("no running event {event_id}"))?;
-    // If the task is gone, `advance` sees the closed channel and answers "ret".
-    let _ = tx.send(reply);
-    Ok(advance(registry, event_id, rx).await)
 }

@@ -79,6 +79,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         Some(addr) => Some(ops::bind(addr).await?),
         None => None,
     };
+    let shutdown = shutdown::requested()?;
     let listener = server::bind(&settings.socket, settings.socket_mode)?;
     health::set_listening(true);
     for url in settings.warm_jwks.iter().filter(|u| !u.is_empty()) {
@@ -103,7 +104,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         },
         drain_timeout: Duration::from_secs(settings.drain_timeout_secs),
     };
-    server::serve(listener, registry, options, shutdown::requested()).await;
+    server::serve(listener, registry, options, shutdown).await;
     health::set_listening(false);
     tracing::info!("stopped");
     Ok(())

@@ -4,10 +4,14 @@
 //! price of a request, so the API offers the batch forms (`get_headers`, `set_headers`) and
 //! plugins are expected to use as few calls as possible.
 //!
-//! A call leaves the event task as an [`Outgoing`] message; dispatch relays it to Kong as the
-//! result of the current HandleEvent/Step and parks a oneshot for Kong's answer, which comes
-//! back with the next Step (possibly on another connection). `kong.response.exit`/`error` are
-//! terminal: Kong never answers them (§5.4), so the handle refuses any call after them.
+//! A call is left in the event's [`Mailbox`] as an [`Outgoing`] and the plugin's future
+//! suspends. Whoever is serving the event's current RPC (HandleEvent, then each Step, on
+//! whichever pooled connection Kong used) polls that future, finds the call and sends it
+//! to Kong as the RPC's result; Kong's answer comes back with the next Step, goes into the
+//! mailbox, and that Step polls the future again. No task, channel or wake-up stands
+//! between a Step and the plugin code it resumes (see [`crate::event`] for why).
+//! `kong.response.exit`/`error` are terminal: Kong never answers them (§5.4), so the handle
+//! refuses any call after them.
 
 pub mod client;
 pub mod ctx;
@@ -17,22 +21,48 @@ pub mod response;
 pub mod service;
 
 use std::borrow::Cow;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
+use parking_lot::Mutex;
 use rmpv::Value;
-use tokio::sync::{mpsc, oneshot};
 
 /// Kong's answer to one PDK call: the value (`None` = Lua nil), or Kong 2.8's StepError text.
 pub type StepReply = Result<Option<Value>, String>;
 
-/// A message from the event task to whoever serves the event's current RPC.
+/// A PDK call on its way from the plugin to Kong.
 #[derive(Debug)]
 pub enum Outgoing {
-    /// A PDK call whose result the plugin awaits.
-    Call { method: Cow<'static, str>, args: Vec<Value>, reply: oneshot::Sender<StepReply> },
+    /// A call whose result the plugin awaits.
+    Call { method: Cow<'static, str>, args: Vec<Value> },
     /// `kong.response.exit` / `error`: Kong runs it and never talks about the event again.
     Terminal { method: Cow<'static, str>, args: Vec<Value> },
 }
+
+/// Where an event's future and the RPCs that drive it meet: the call the plugin wants sent,
+/// and Kong's answer to it. Each side takes what the other left, so a slot is never read
+/// twice.
+#[derive(Debug, Default)]
+pub struct Mailbox {
+    outgoing: Option<Outgoing>,
+    reply: Option<StepReply>,
+}
+
+impl Mailbox {
+    /// The call the plugin left since the last look, if any.
+    pub fn take_outgoing(&mut self) -> Option<Outgoing> {
+        self.outgoing.take()
+    }
+
+    /// Kong's answer to the pending call; the next poll of the event's future reads it.
+    pub fn put_reply(&mut self, reply: StepReply) {
+        self.reply = Some(reply);
+    }
+}
+
+pub type SharedMailbox = Arc<Mutex<Mailbox>>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PdkError {
@@ -42,23 +72,13 @@ pub enum PdkError {
     UnexpectedType { method: &'static str, expected: &'static str, found: String },
     #[error("the event already ended with kong.response.exit/error")]
     EventEnded,
-    #[error("Kong abandoned the event (reaped or the server is shutting down)")]
-    EventGone,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum State {
-    Running,
-    /// A terminal call was sent.
-    Ended,
-    /// Kong is no longer listening (reaped/shutdown): nothing more can be sent.
-    Gone,
-}
-
-/// One event's connection to Kong. Owned by the event task.
+/// One event's connection to Kong. Owned by the event's future.
 pub struct Pdk {
-    tx: mpsc::Sender<Outgoing>,
-    state: State,
+    mailbox: SharedMailbox,
+    /// A terminal call was sent.
+    ended: bool,
     plugin: &'static str,
     route: Arc<str>,
     outcome: Option<&'static str>,
@@ -66,8 +86,8 @@ pub struct Pdk {
 }
 
 impl Pdk {
-    pub(crate) fn new(tx: mpsc::Sender<Outgoing>, plugin: &'static str, route: Arc<str>) -> Self {
-        Pdk { tx, state: State::Running, plugin, route, outcome: None, cache: None }
+    pub(crate) fn new(mailbox: SharedMailbox, plugin: &'static str, route: Arc<str>) -> Self {
+        Pdk { mailbox, ended: false, plugin, route, outcome: None, cache: None }
     }
 
     /// Records the event's decision (`ok`, `anonymous` or an error code): counted in the
@@ -87,9 +107,9 @@ impl Pdk {
         (self.outcome, self.cache)
     }
 
-    /// True once a terminal call was sent or Kong abandoned the event.
+    /// True once a terminal call was sent.
     pub fn is_finished(&self) -> bool {
-        self.state != State::Running
+        self.ended
     }
 
     /// Any PDK call by name, for functions without a typed wrapper.
@@ -98,38 +118,25 @@ impl Pdk {
         method: impl Into<Cow<'static, str>>,
         args: Vec<Value>,
     ) -> Result<Option<Value>, PdkError> {
-        match self.state {
-            State::Ended => return Err(PdkError::EventEnded),
-            State::Gone => return Err(PdkError::EventGone),
-            State::Running => {}
+        if self.ended {
+            return Err(PdkError::EventEnded);
         }
         let method = method.into();
-        let (reply, answer) = oneshot::channel();
-        let msg = Outgoing::Call { method: method.clone(), args, reply };
-        if self.tx.send(msg).await.is_err() {
-            self.state = State::Gone;
-            return Err(PdkError::EventGone);
-        }
-        match answer.await {
-            Ok(Ok(value)) => Ok(value),
-            Ok(Err(message)) => Err(PdkError::Kong { method, message }),
-            Err(_) => {
-                self.state = State::Gone;
-                Err(PdkError::EventGone)
-            }
+        self.mailbox.lock().outgoing = Some(Outgoing::Call { method: method.clone(), args });
+        match (AwaitReply { mailbox: &self.mailbox }).await {
+            Ok(value) => Ok(value),
+            Err(message) => Err(PdkError::Kong { method, message }),
         }
     }
 
     /// Sends a terminal call; the event is over afterwards, whatever Kong does with it.
     pub(crate) async fn terminal(&mut self, method: &'static str, args: Vec<Value>) -> Result<(), PdkError> {
-        match self.state {
-            State::Ended => return Err(PdkError::EventEnded),
-            State::Gone => return Err(PdkError::EventGone),
-            State::Running => {}
+        if self.ended {
+            return Err(PdkError::EventEnded);
         }
-        let sent = self.tx.send(Outgoing::Terminal { method: method.into(), args }).await;
-        self.state = if sent.is_ok() { State::Ended } else { State::Gone };
-        sent.map_err(|_| PdkError::EventGone)
+        self.mailbox.lock().outgoing = Some(Outgoing::Terminal { method: method.into(), args });
+        self.ended = true;
+        Ok(())
     }
 
     pub fn request(&mut self) -> request::Request<'_> {
@@ -149,6 +156,24 @@ impl Pdk {
     }
     pub fn log(&mut self) -> log::Log<'_> {
         log::Log(self)
+    }
+}
+
+/// Suspends the plugin until the RPC that resumes it has put Kong's answer in the mailbox.
+/// It registers no waker on purpose: the Step that delivers the answer polls the event
+/// right after, and until then the future sits parked in the registry.
+struct AwaitReply<'a> {
+    mailbox: &'a SharedMailbox,
+}
+
+impl Future for AwaitReply<'_> {
+    type Output = StepReply;
+
+    fn poll(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<StepReply> {
+        match self.mailbox.lock().reply.take() {
+            Some(reply) => Poll::Ready(reply),
+            None => Poll::Pending,
+        }
     }
 }
 

@@ -8,6 +8,8 @@
 pub mod method;
 pub mod value;
 
+use std::borrow::Cow;
+
 use rmpv::Value;
 
 pub use method::Method;
@@ -49,9 +51,7 @@ impl Request {
         }
         let method = match items.next() {
             Some(Value::String(s)) => s.into_str().ok_or_else(|| fail(Some(msgid), "RPC method is not UTF-8"))?,
-            Some(Value::Binary(b)) => {
-                String::from_utf8(b).map_err(|_| fail(Some(msgid), "RPC method is not UTF-8"))?
-            }
+            Some(Value::Binary(b)) => String::from_utf8(b).map_err(|_| fail(Some(msgid), "RPC method is not UTF-8"))?,
             _ => return Err(fail(Some(msgid), "RPC method is not a string")),
         };
         let param = match items.next() {
@@ -63,17 +63,225 @@ impl Request {
     }
 }
 
-/// `[1, msgid, nil, result]` or `[1, msgid, "error text", nil]`. Kong treats any non-nil error
-/// element as failure and calls `:lower()` on it, so errors are always strings.
-pub fn response(msgid: u64, result: Result<Value, String>) -> Value {
-    let (error, result) = match result {
-        Ok(v) => (Value::Nil, v),
-        Err(e) => (Value::from(e), Value::Nil),
+/// Reads the two requests that make up nearly all of Kong's traffic, `plugin.Step*` and
+/// `plugin.HandleEvent`, straight from their frame, without first building a value tree
+/// for the envelope and parameter map. `None` means "not in the usual shape" (another
+/// method, a float id, an empty map sent as an array, …): the caller then
+/// takes the general path ([`Request::from_value`] and [`Method::parse`]), which accepts
+/// every form Kong may send and words the errors. Both paths give the same result.
+pub fn read_common(frame: &[u8]) -> Option<(u64, Method)> {
+    use rmp::decode as r;
+    let mut rd = frame;
+    if r::read_array_len(&mut rd).ok()? != 4 || r::read_int::<u64, _>(&mut rd).ok()? != 0 {
+        return None;
+    }
+    let msgid: u64 = r::read_int(&mut rd).ok()?;
+    let (method, rest) = r::read_str_from_slice(rd).ok()?;
+    rd = rest;
+    let step = method.starts_with("plugin.Step") && method != "plugin.StepError";
+    if !step && method != "plugin.HandleEvent" {
+        return None;
+    }
+    if r::read_array_len(&mut rd).ok()? != 1 {
+        return None;
+    }
+    let (mut id, mut data, mut event_name) = (None, None, None);
+    for _ in 0..r::read_map_len(&mut rd).ok()? {
+        let (key, rest) = r::read_str_from_slice(rd).ok()?;
+        rd = rest;
+        match (step, key) {
+            (true, "EventId") | (false, "InstanceId") => id = Some(r::read_int::<u64, _>(&mut rd).ok()?),
+            (true, "Data") => {
+                data = Some(rmpv::decode::read_value_with_max_depth(&mut rd, crate::codec::MAX_DEPTH + 1).ok()?)
+            }
+            (false, "EventName") => {
+                let (name, rest) = r::read_str_from_slice(rd).ok()?;
+                rd = rest;
+                event_name = Some(name.to_owned());
+            }
+            _ => return None,
+        }
+    }
+    if !rd.is_empty() {
+        return None;
+    }
+    let method = if step {
+        Method::Step { event_id: id?, data: data.filter(|v| !v.is_nil()) }
+    } else {
+        Method::HandleEvent { instance_id: Some(id?), event_name: event_name? }
     };
-    Value::Array(vec![Value::from(1), Value::from(msgid), error, result])
+    Some((msgid, method))
+}
+
+/// What HandleEvent and every Step answer (§5.2): `{EventId, Data}`, where `Data` is the
+/// event's next PDK call `{Method, Args}` or the string `"ret"` once the handler returned.
+#[derive(Debug)]
+pub struct StepResult {
+    pub event_id: u64,
+    pub data: StepData,
+}
+
+#[derive(Debug)]
+pub enum StepData {
+    Call { method: Cow<'static, str>, args: Vec<Value> },
+    Ret,
+}
+
+/// The result of a served RPC. Step results, the bulk of the traffic, are written straight
+/// to the wire without building a [`Value`] tree first.
+#[derive(Debug)]
+pub enum Reply {
+    Value(Value),
+    Step(StepResult),
+}
+
+/// Writes `[1, msgid, nil, result]` or `[1, msgid, "error text", nil]`. Kong treats any
+/// non-nil error element as failure and calls `:lower()` on it, so errors are always strings.
+pub fn encode_response(msgid: u64, result: &Result<Reply, String>, out: &mut Vec<u8>) {
+    use rmp::encode as w;
+    const INFALLIBLE: &str = "writing MessagePack to a Vec cannot fail";
+    w::write_array_len(out, 4).expect(INFALLIBLE);
+    w::write_uint(out, 1).expect(INFALLIBLE);
+    w::write_uint(out, msgid).expect(INFALLIBLE);
+    match result {
+        Err(e) => {
+            w::write_str(out, e).expect(INFALLIBLE);
+            w::write_nil(out).expect(INFALLIBLE);
+        }
+        Ok(reply) => {
+            w::write_nil(out).expect(INFALLIBLE);
+            match reply {
+                Reply::Value(v) => rmpv::encode::write_value(out, v).expect(INFALLIBLE),
+                Reply::Step(StepResult { event_id, data }) => {
+                    w::write_map_len(out, 2).expect(INFALLIBLE);
+                    w::write_str(out, "EventId").expect(INFALLIBLE);
+                    w::write_uint(out, *event_id).expect(INFALLIBLE);
+                    w::write_str(out, "Data").expect(INFALLIBLE);
+                    match data {
+                        StepData::Ret => w::write_str(out, "ret").expect(INFALLIBLE),
+                        StepData::Call { method, args } => {
+                            w::write_map_len(out, 2).expect(INFALLIBLE);
+                            w::write_str(out, "Method").expect(INFALLIBLE);
+                            w::write_str(out, method).expect(INFALLIBLE);
+                            w::write_str(out, "Args").expect(INFALLIBLE);
+                            w::write_array_len(out, args.len() as u32).expect(INFALLIBLE);
+                            for arg in args {
+                                rmpv::encode::write_value(out, arg).expect(INFALLIBLE);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// `[2, "serverPid", pid]`: lets Kong drop instance ids cached from a previous process (§4.7).
 pub fn server_pid_notification(pid: u32) -> Value {
     Value::Array(vec![Value::from(2), Value::from("serverPid"), Value::from(pid)])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(method: &str, param: Value) -> Vec<u8> {
+        let mut out = Vec::new();
+        let v = Value::Array(vec![0.into(), 42.into(), method.into(), Value::Array(vec![param])]);
+        rmpv::encode::write_value(&mut out, &v).unwrap();
+        out
+    }
+
+    fn general(bytes: &[u8]) -> String {
+        let request = Request::from_value(crate::codec::decode(bytes).unwrap()).unwrap();
+        format!("{:?}", (request.msgid, Method::parse(&request.method, request.param).unwrap()))
+    }
+
+    fn kv(entries: Vec<(Value, Value)>) -> Value {
+        Value::Map(entries)
+    }
+
+    #[test]
+    fn the_fast_path_reads_steps_and_events_exactly_as_the_general_path() {
+        let headers = kv(vec![("x-api-key".into(), Value::Array(vec!["a".into(), "b".into()]))]);
+        let usual = [
+            frame("plugin.Step", kv(vec![("EventId".into(), 7.into()), ("Data".into(), "v".into())])),
+            frame("plugin.StepMultiMap", kv(vec![("Data".into(), headers), ("EventId".into(), 1u64.into())])),
+            frame("plugin.Step", kv(vec![("EventId".into(), 7.into())])),
+            frame("plugin.Step", kv(vec![("EventId".into(), 7.into()), ("Data".into(), Value::Nil)])),
+            frame(
+                "plugin.StepCredential",
+                kv(vec![("EventId".into(), u64::MAX.into()), ("Data".into(), Value::Binary(vec![0xff]))]),
+            ),
+            frame(
+                "plugin.HandleEvent",
+                kv(vec![("InstanceId".into(), 3.into()), ("EventName".into(), "access".into())]),
+            ),
+        ];
+        for bytes in &usual {
+            let fast = read_common(bytes).expect("usual shape takes the fast path");
+            assert_eq!(format!("{fast:?}"), general(bytes));
+        }
+        // Unusual but valid shapes fall back to the general path, which accepts them.
+        let unusual = [
+            frame("plugin.Step", kv(vec![("EventId".into(), Value::F64(7.0))])),
+            frame("plugin.StepError", kv(vec![("EventId".into(), 7.into()), ("Data".into(), "boom".into())])),
+            frame(
+                "plugin.HandleEvent",
+                kv(vec![
+                    ("InstanceId".into(), 3.into()),
+                    ("EventName".into(), "access".into()),
+                    ("Extra".into(), 1.into()),
+                ]),
+            ),
+            frame("plugin.GetStatus", Value::Nil),
+        ];
+        for bytes in &unusual {
+            assert!(read_common(bytes).is_none());
+            general(bytes);
+        }
+        // Malformed Steps are left to the general path to word the error.
+        let missing_id = frame("plugin.Step", kv(vec![("Data".into(), "v".into())]));
+        assert!(read_common(&missing_id).is_none());
+        let request = Request::from_value(crate::codec::decode(&missing_id).unwrap()).unwrap();
+        assert!(Method::parse(&request.method, request.param).unwrap_err().contains("EventId"));
+    }
+
+    #[test]
+    fn step_results_are_written_as_kong_reads_them() {
+        let mut out = Vec::new();
+        let step = StepResult {
+            event_id: 9,
+            data: StepData::Call { method: "kong.request.get_headers".into(), args: vec![100.into()] },
+        };
+        encode_response(5, &Ok(Reply::Step(step)), &mut out);
+        let call = kv(vec![
+            ("Method".into(), "kong.request.get_headers".into()),
+            ("Args".into(), Value::Array(vec![100.into()])),
+        ]);
+        let expected = Value::Array(vec![
+            1.into(),
+            5.into(),
+            Value::Nil,
+            kv(vec![("EventId".into(), 9.into()), ("Data".into(), call)]),
+        ]);
+        assert_eq!(crate::codec::decode(&out).unwrap(), expected);
+
+        out.clear();
+        encode_response(6, &Ok(Reply::Step(StepResult { event_id: 9, data: StepData::Ret })), &mut out);
+        let expected = Value::Array(vec![
+            1.into(),
+            6.into(),
+            Value::Nil,
+            kv(vec![("EventId".into(), 9.into()), ("Data".into(), "ret".into())]),
+        ]);
+        assert_eq!(crate::codec::decode(&out).unwrap(), expected);
+
+        out.clear();
+        encode_response(7, &Err("no plugin instance 3".into()), &mut out);
+        assert_eq!(
+            crate::codec::decode(&out).unwrap(),
+            Value::Array(vec![1.into(), 7.into(), "no plugin instance 3".into(), Value::Nil])
+        );
+    }
 }
