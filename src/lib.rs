@@ -11,11 +11,11 @@
 //! rpc message                 ▶ ④ rpc          [0, msgid, "plugin.HandleEvent", [param]]
 //! typed call                  ▶ ⑤ rpc::method  Method::HandleEvent { instance_id, event_name }
 //! operation                   ▶ ⑥ dispatch     registry lookups; domain errors → Kong's error strings
-//! instance / event            ▶ ⑦ registry, ⑧ event   spawn the phase task, park it at each PDK call
+//! instance / event            ▶ ⑦ registry, ⑧ event   start the phase future, park it at each PDK call
 //! plugin                      ▶ ⑩ plugins      access(&mut pdk)
 //! PDK call                    ▶ ⑨ pdk          get_header(…) → {Method, Args} leaves as the RPC result
 //!   … Kong runs the PDK function and sends plugin.Step (maybe on another connection) → ②…⑥ →
-//!   the parked event resumes with the value … until "ret" or kong.response.exit.
+//!   that Step polls the parked event with the value … until "ret" or kong.response.exit.
 //! ```
 
 pub mod clock;

@@ -23,7 +23,7 @@ struct Inner {
     events: Mutex<HashMap<u64, ParkedEvent>>,
     next_instance: AtomicU64,
     next_event: AtomicU64,
-    /// Event tasks alive (running plugin code or parked waiting for Kong).
+    /// Events alive (running plugin code or parked waiting for Kong).
     live_events: AtomicUsize,
     /// RPCs being served right now (drain waits for them too).
     busy_requests: AtomicUsize,
@@ -93,7 +93,7 @@ impl Registry {
     }
 
     /// Drops events Kong has stopped talking about (a PDK call threw, the request was
-    /// aborted, Kong's 60 s read timeout fired…). Dropping the parked reply ends the task.
+    /// aborted, Kong's 60 s read timeout fired…). Dropping the parked future ends the event.
     pub fn reap_abandoned(&self) -> usize {
         let timeout = self.0.event_timeout;
         let expired: Vec<ParkedEvent> = {
@@ -115,7 +115,7 @@ impl Registry {
         self.0.event_timeout
     }
 
-    /// Counts a live event task until the guard drops.
+    /// Counts a live event until the guard drops.
     pub fn live_event_guard(&self) -> CountGuard {
         CountGuard::new(self.clone(), Counter::LiveEvents)
     }

@@ -1,7 +1,7 @@
 //! ⑩ The plugins this server hosts, and what Kong learns about them through `--dump`.
 //!
 //! Each plugin is a [`PluginSpec`] (name, priority, version, phases, config fields) plus a
-//! variant of [`Plugin`], the enum the event task calls into (mini-redis `Command` style: no
+//! variant of [`Plugin`], the enum the event calls into (mini-redis `Command` style: no
 //! trait objects, no boxing on the hot path).
 
 pub mod api_key;
@@ -80,7 +80,7 @@ pub enum Plugin {
 }
 
 impl Plugin {
-    /// Runs one phase. An `Err` (or a panic) makes the event task answer 500 in access.
+    /// Runs one phase. An `Err` (or a panic) makes the event answer 500 in access.
     pub async fn handle(&self, phase: Phase, pdk: &mut Pdk) -> anyhow::Result<()> {
         match (self, phase) {
             (Plugin::ApiKey(p), Phase::Access) => p.access(pdk).await,
