@@ -7,7 +7,7 @@
 #   docker build --target echo -t ghasi-echo .                  the echo upstream
 #
 # docker-compose.yml builds all three. Stages:
-#   build             cargo build --release of the workspace (rust:bookworm)
+#   build             cargo build --release of the three binaries the stack runs (rust:bookworm)
 #   runtime           debian:bookworm-slim base for the two dev binaries
 #   dev-auth-service  dev-auth-service --listen 0.0.0.0:8081 --config dev/auth-service.yaml
 #   echo              kong-emulator echo --listen 0.0.0.0:8080
@@ -26,7 +26,7 @@ COPY . .
 # copied out of target/ in the same step because a cache mount is not part of the image.
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
-    cargo build --release --locked --workspace --bins \
+    cargo build --release --locked -p ghasi-plugin-server -p dev-auth-service -p kong-emulator --bins \
  && mkdir -p /out \
  && install -m 0755 target/release/ghasi-plugin-server target/release/dev-auth-service \
       target/release/kong-emulator /out/
