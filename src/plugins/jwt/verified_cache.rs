@@ -34,6 +34,8 @@ struct Entry {
     key: Arc<JwkKey>,
     /// The token's `exp`: the entry is useless afterwards.
     exp: i64,
+    /// When it was inserted (a counter), to tell its place in `order` from a stale one.
+    seq: u64,
 }
 
 pub struct VerifiedCache {
@@ -45,8 +47,10 @@ pub struct VerifiedCache {
 #[derive(Default)]
 struct Inner {
     map: HashMap<CacheKey, Entry>,
-    /// Insertion order, for eviction; may hold keys already removed.
-    order: VecDeque<CacheKey>,
+    /// Insertion order, for eviction. May hold keys already removed, or removed and inserted
+    /// again: a position counts only if its `seq` is the entry's current one.
+    order: VecDeque<(CacheKey, u64)>,
+    next_seq: u64,
 }
 
 /// The process-wide cache.
@@ -88,14 +92,17 @@ impl VerifiedCache {
     pub fn insert(&self, key: CacheKey, token: Arc<Token>, verified_by: Arc<JwkKey>, now: i64) {
         let Some(exp) = token.exp().filter(|exp| now < *exp) else { return };
         let mut inner = self.inner.lock();
-        let fresh = inner.map.insert(key, Entry { token, key: verified_by, exp }).is_none();
-        if fresh {
-            inner.order.push_back(key);
-        }
+        let seq = inner.next_seq;
+        inner.next_seq += 1;
+        inner.map.insert(key, Entry { token, key: verified_by, exp, seq });
+        inner.order.push_back((key, seq));
         let mut evicted = 0;
         while inner.map.len() > self.capacity {
-            let Some(oldest) = inner.order.pop_front() else { break };
-            evicted += u64::from(inner.map.remove(&oldest).is_some());
+            let Some((oldest, seq)) = inner.order.pop_front() else { break };
+            if inner.map.get(&oldest).is_some_and(|e| e.seq == seq) {
+                inner.map.remove(&oldest);
+                evicted += 1;
+            }
         }
         let m = crate::metrics::global();
         let labels = crate::metrics::CacheNameLabels { plugin: super::NAME, cache: "verified_tokens" };
@@ -105,8 +112,8 @@ impl VerifiedCache {
         m.cache_entries.get_or_create(&labels).set(inner.map.len() as i64);
         // Keys removed by `remove`/`get` linger in `order`; compact now and then.
         if inner.order.len() > 2 * self.capacity {
-            let Inner { map, order } = &mut *inner;
-            order.retain(|k| map.contains_key(k));
+            let Inner { map, order, .. } = &mut *inner;
+            order.retain(|(k, seq)| map.get(k).is_some_and(|e| e.seq == *seq));
         }
     }
 
@@ -184,6 +191,21 @@ mod tests {
         for i in 0..20 {
             c.insert(c.key("v", &i.to_string()), token(100), key(), 0);
         }
+        assert_eq!(c.len(), 3);
+    }
+
+    #[test]
+    fn a_token_removed_and_verified_again_is_not_evicted_for_its_old_place() {
+        let c = VerifiedCache::new(3);
+        let keys: Vec<_> = (0..4).map(|i| c.key("u", &i.to_string())).collect();
+        c.insert(keys[0], token(100), key(), 0);
+        c.remove(&keys[0]); // its kid left the JWKS …
+        c.insert(keys[1], token(100), key(), 0);
+        c.insert(keys[0], token(100), key(), 0); // … and came back: now the newest
+        c.insert(keys[2], token(100), key(), 0);
+        c.insert(keys[3], token(100), key(), 0); // full: evicts the oldest, keys[1]
+        assert!(c.get(&keys[0], 0).is_some(), "re-inserted entry must keep its new place");
+        assert!(c.get(&keys[1], 0).is_none());
         assert_eq!(c.len(), 3);
     }
 }
