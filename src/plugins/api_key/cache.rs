@@ -2,14 +2,15 @@
 //! hash of the API key, with single-flight lookups and separate budgets for valid and invalid
 //! keys.
 //!
-//! * **Keyed hash, never the key.** Entries are keyed by `HMAC-SHA256(pepper, key)` with a
-//!   random pepper drawn once per process, so neither the cache nor a memory dump nor a log
-//!   line holds a plaintext key, and the digests cannot be precomputed offline.
+//! * **Keyed hash, never the key.** Entries are keyed by `HMAC-SHA256(pepper, key)` (its first
+//!   128 bits) with a random pepper drawn once per process, so neither the cache nor a memory
+//!   dump nor a log line holds a plaintext key, and the digests cannot be precomputed offline.
 //! * **Single flight.** Concurrent misses for one key wait on the one lookup in flight. The
 //!   lookup runs in its own task, so it completes (and fills the cache) even if the request
 //!   that started it goes away.
-//! * **Separate budgets.** Valid and invalid verdicts live in two bounded LRU maps: a flood of
-//!   random keys fills and churns the negative map only and cannot evict valid keys.
+//! * **Separate budgets.** Valid and invalid verdicts live in two bounded maps, each evicting
+//!   (approximately) the least recently used entry: a flood of random keys fills and churns
+//!   the negative map only and cannot evict valid keys.
 //! * **Per-instance lifetimes.** Entries record *when* they were learnt; each instance applies
 //!   its own `cache_ttl`, `negative_cache_ttl` and `stale_if_error` when reading, so instances
 //!   with different settings can share one cache. A key's own `expires_at` caps every use.
@@ -17,32 +18,74 @@
 //!   valid entry may then be served stale, within `stale_if_error`, but never after
 //!   auth-service answered "invalid" (that answer removes the valid entry).
 //!
+//! **Memory.** The valid budget is `--api-key-cache-entries` (default 1,000,000) per
+//! auth-service; it holds only keys auth-service confirmed, so clients cannot fill it with
+//! made-up keys, and it takes memory only as it fills. No entry has an allocation of its
+//! own (a million small long-lived allocations amid the requests' short-lived ones cost
+//! glibc ≈ 200 bytes of fragmentation each, more than the entries themselves):
+//!
+//! * an 88-byte slot in one `Vec` (digest, last use, learnt, expiry, identity handle);
+//! * ≈ 10 bytes of index: a `hashbrown` table of `u32` slot numbers, hashed by the digest's
+//!   own first 8 bytes (already a keyed hash: nobody without the pepper can aim at a bucket);
+//! * the identity's text (its four values concatenated) in shared append-only blocks of
+//!   64 KiB (`Texts`); a [`KeyIdentity`] is a reference-counted view into a block, so a hit
+//!   costs one reference-count increment. Blocks whose entries are mostly gone are emptied
+//!   by moving the survivors (a few slots checked per change), so dead text stays bounded.
+//!
+//! Measured (`scripts/bench --only memory`, 42-byte identities): 146 bytes of RSS per
+//! cached key, 145 MiB with 1,000,000 keys cached.
+//!
+//! Eviction samples [`SAMPLE`] slots (one from each of as many equal stretches of the `Vec`)
+//! and removes the least recently used of them, like Redis's `allkeys-lru`; with at most
+//! [`SAMPLE`] entries that is exact LRU. A hit is one table probe under the mutex.
+//!
 //! All times come from [`crate::clock`], so tests move the process clock instead of sleeping.
 //! The registry holds one cache per auth-service (URL, lookup path and service token), for
 //! the life of the process: a Kong reconfiguration replaces instances, and the cache should
 //! survive that.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use bytes::{Bytes, BytesMut};
+use hashbrown::HashTable;
 use hmac::{Hmac, Mac};
 use parking_lot::Mutex;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
 use sha2::Sha256;
 use tokio::sync::watch;
 
-use super::client::{Answer, KeyInfo};
+use super::client::{Answer, KeyInfo, MAX_IDENTITY_LEN};
 use crate::{clock, metrics};
 
-/// `HMAC-SHA256(pepper, key)`.
-pub type Digest = [u8; 32];
+/// `HMAC-SHA256(pepper, key)`, its first 128 bits: still keyed, and a collision among even
+/// billions of keys is out of reach (birthday bound ≈ 2⁶⁴).
+pub type Digest = [u8; 16];
 
-/// Valid keys kept at most (≈ 200 bytes each).
-pub const POSITIVE_CAPACITY: usize = 65_536;
+/// Valid keys kept at most per auth-service unless `--api-key-cache-entries` says otherwise.
+pub const DEFAULT_POSITIVE_CAPACITY: usize = 1_000_000;
 /// Invalid keys kept at most. Deliberately small: negative entries protect auth-service from
 /// repeated bad keys, and a flood of distinct ones should churn here, not grow memory.
 pub const NEGATIVE_CAPACITY: usize = 4_096;
+/// Entries compared per eviction.
+pub const SAMPLE: usize = 16;
+
+static POSITIVE_CAPACITY: AtomicUsize = AtomicUsize::new(DEFAULT_POSITIVE_CAPACITY);
+
+/// Sets the valid-key budget of caches created from now on (`--api-key-cache-entries`; the
+/// server calls it at startup, before any instance exists). At least 1.
+pub fn set_positive_capacity(entries: usize) {
+    POSITIVE_CAPACITY.store(entries.max(1), Ordering::Relaxed);
+}
+
+/// The valid-key budget new caches get.
+pub fn positive_capacity() -> usize {
+    POSITIVE_CAPACITY.load(Ordering::Relaxed)
+}
 
 /// The keyed hash of an API key, with this process's pepper.
 pub fn digest(key: &[u8]) -> Digest {
@@ -53,7 +96,10 @@ pub fn digest(key: &[u8]) -> Digest {
     });
     let mut mac = keyed.clone();
     mac.update(key);
-    mac.finalize().into_bytes().into()
+    let full = mac.finalize().into_bytes();
+    let mut digest = [0; 16];
+    digest.copy_from_slice(&full[..16]);
+    digest
 }
 
 /// The lifetimes one instance applies when reading the cache.
@@ -67,10 +113,79 @@ pub struct Lifetimes {
     pub stale_if_error: Duration,
 }
 
+/// The identity of a valid key as the cache keeps it and a request reads it: a view into
+/// the shared text of its block (`Texts`), so a clone is one reference-count increment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyIdentity {
+    /// `account_id`, `key_id`, `user_id`, `consumer_username`, concatenated; an absent
+    /// optional value is empty (auth-service's empty string means absent too).
+    text: Bytes,
+    /// Where the first three values end in `text`; the last one runs to its end.
+    ends: [u16; 3],
+}
+
+// The client refuses identity values longer than MAX_IDENTITY_LEN, so the ends fit a u16.
+const _: () = assert!(4 * MAX_IDENTITY_LEN <= u16::MAX as usize);
+
+/// The text and ends of a [`KeyIdentity`], before it is stored.
+fn concatenate(info: &KeyInfo) -> (String, [u16; 3]) {
+    let parts = [
+        info.account_id.as_str(),
+        info.key_id.as_str(),
+        info.user_id.as_deref().unwrap_or(""),
+        info.consumer_username.as_deref().unwrap_or(""),
+    ];
+    let mut text = String::with_capacity(parts.iter().map(|p| p.len()).sum());
+    let mut ends = [0; 3];
+    for (i, part) in parts.into_iter().enumerate() {
+        text.push_str(part);
+        if let Some(end) = ends.get_mut(i) {
+            *end =
+                u16::try_from(text.len()).expect("identity values are at most MAX_IDENTITY_LEN bytes (client checks)");
+        }
+    }
+    (text, ends)
+}
+
+impl KeyIdentity {
+    /// An identity with a buffer of its own (one not kept in the cache).
+    pub fn new(info: &KeyInfo) -> KeyIdentity {
+        let (text, ends) = concatenate(info);
+        KeyIdentity { text: Bytes::from(text), ends }
+    }
+
+    fn part(&self, i: usize) -> &str {
+        let start = if i == 0 { 0 } else { usize::from(self.ends[i - 1]) };
+        let end = self.ends.get(i).map_or(self.text.len(), |&e| usize::from(e));
+        std::str::from_utf8(&self.text[start..end]).expect("built from whole strings")
+    }
+
+    pub fn account_id(&self) -> &str {
+        self.part(0)
+    }
+
+    /// Public identifier of the key (never the key).
+    pub fn key_id(&self) -> &str {
+        self.part(1)
+    }
+
+    pub fn user_id(&self) -> Option<&str> {
+        Some(self.part(2)).filter(|s| !s.is_empty())
+    }
+
+    pub fn consumer_username(&self) -> Option<&str> {
+        Some(self.part(3)).filter(|s| !s.is_empty())
+    }
+
+    fn is(&self, text: &str, ends: [u16; 3]) -> bool {
+        self.ends == ends && self.text == text.as_bytes()
+    }
+}
+
 /// The decision for one request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
-    Valid(Arc<KeyInfo>),
+    Valid(KeyIdentity),
     Invalid,
     Unavailable,
 }
@@ -110,25 +225,32 @@ impl CacheStatus {
     }
 }
 
+/// Milliseconds on the [`clock::now`] scale (entries store times as `u64` milliseconds).
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
 /// A valid verdict and when it was learnt.
 struct Positive {
-    info: Arc<KeyInfo>,
-    learnt: Duration,
-    /// The key's own expiry on the [`clock::now`] scale.
-    expires: Option<Duration>,
+    identity: KeyIdentity,
+    /// The [`Texts`] block holding `identity`'s text.
+    block: u32,
+    /// When it was learnt, ms.
+    learnt: u64,
+    /// The key's own expiry, ms; `u64::MAX` when it has none.
+    expires: u64,
 }
 
 impl Positive {
-    fn usable_until(&self, lifetime: Duration) -> Duration {
-        let until = self.learnt + lifetime;
-        self.expires.map_or(until, |e| until.min(e))
+    fn usable_until(&self, lifetime: Duration) -> u64 {
+        self.learnt.saturating_add(millis(lifetime)).min(self.expires)
     }
 }
 
 /// The result of one lookup, as handed to every request waiting on it.
 #[derive(Debug, Clone)]
 enum Fetched {
-    Valid(Arc<KeyInfo>),
+    Valid(KeyIdentity),
     Invalid,
     Unavailable,
 }
@@ -142,25 +264,26 @@ pub struct KeyCache {
 
 struct State {
     positive: Lru<Positive>,
-    /// When each invalid verdict was learnt.
-    negative: Lru<Duration>,
+    /// The text of the positive entries' identities.
+    texts: Texts,
+    /// When each invalid verdict was learnt, ms.
+    negative: Lru<u64>,
     flights: HashMap<Digest, Flight>,
 }
 
 impl KeyCache {
     pub fn new(positive_capacity: usize, negative_capacity: usize) -> KeyCache {
-        KeyCache {
-            state: Mutex::new(State {
-                positive: Lru::new("positive", positive_capacity),
-                negative: Lru::new("negative", negative_capacity),
-                flights: HashMap::new(),
-            }),
-        }
+        KeyCache { state: Mutex::new(State::new(positive_capacity, negative_capacity)) }
     }
 
     /// Decides about the key whose digest is `digest`: from the cache when a fresh entry
     /// exists, else by joining the lookup in flight, else by starting `lookup` (once).
-    pub async fn resolve<L, F>(self: &Arc<Self>, digest: Digest, lifetimes: Lifetimes, lookup: L) -> (Verdict, CacheStatus)
+    pub async fn resolve<L, F>(
+        self: &Arc<Self>,
+        digest: Digest,
+        lifetimes: Lifetimes,
+        lookup: L,
+    ) -> (Verdict, CacheStatus)
     where
         L: FnOnce() -> F,
         F: Future<Output = Answer> + Send + 'static,
@@ -195,10 +318,10 @@ impl KeyCache {
             Err(_) => Fetched::Unavailable,
         };
         match fetched {
-            Fetched::Valid(info) => (Verdict::Valid(info), status),
+            Fetched::Valid(identity) => (Verdict::Valid(identity), status),
             Fetched::Invalid => (Verdict::Invalid, status),
             Fetched::Unavailable => match self.state.lock().stale(&digest, lifetimes, clock::now()) {
-                Some(info) => (Verdict::Valid(info), CacheStatus::Stale),
+                Some(identity) => (Verdict::Valid(identity), CacheStatus::Stale),
                 None => (Verdict::Unavailable, status),
             },
         }
@@ -212,15 +335,25 @@ impl KeyCache {
 }
 
 impl State {
+    fn new(positive_capacity: usize, negative_capacity: usize) -> State {
+        State {
+            positive: Lru::new("positive", positive_capacity),
+            texts: Texts::new(),
+            negative: Lru::new("negative", negative_capacity),
+            flights: HashMap::new(),
+        }
+    }
+
     /// A fresh entry's decision, if there is one.
     fn cached(&mut self, digest: &Digest, lifetimes: Lifetimes, now: Duration) -> Option<(Verdict, CacheStatus)> {
+        let now = millis(now);
         if let Some(p) = self.positive.get(digest) {
             if now < p.usable_until(lifetimes.positive) {
-                return Some((Verdict::Valid(p.info.clone()), CacheStatus::Hit));
+                return Some((Verdict::Valid(p.identity.clone()), CacheStatus::Hit));
             }
         }
         if let Some(&denied) = self.negative.get(digest) {
-            if now < denied + lifetimes.negative {
+            if now < denied.saturating_add(millis(lifetimes.negative)) {
                 return Some((Verdict::Invalid, CacheStatus::Negative));
             }
         }
@@ -231,32 +364,74 @@ impl State {
     /// seconds, to turn the key's `expires_at` into a deadline on the `now` scale.
     fn settle(&mut self, digest: Digest, answer: Answer, now: Duration, unix_now: u64) -> Fetched {
         self.flights.remove(&digest);
+        let now = millis(now);
         match answer {
             Answer::Valid(info) => {
-                self.negative.remove(&digest);
-                let expires = info.expires_at.map(|at| now + Duration::from_secs(at.saturating_sub(unix_now as i64).max(0) as u64));
-                let info = Arc::new(info);
-                if expires.is_none_or(|e| now < e) {
-                    self.positive.insert(digest, Positive { info: info.clone(), learnt: now, expires });
-                } else {
+                self.negative.remove(&digest, drop);
+                let expires = info.expires_at.map_or(u64::MAX, |at| {
+                    let left_secs = at.saturating_sub(unix_now as i64).max(0) as u64;
+                    now.saturating_add(left_secs.saturating_mul(1000))
+                });
+                let (text, ends) = concatenate(&info);
+                if now >= expires {
                     // Valid by auth-service's clock, expired by ours: honour it once, keep nothing.
-                    self.positive.remove(&digest);
+                    self.remove_positive(&digest);
+                    return Fetched::Valid(KeyIdentity { text: Bytes::from(text), ends });
                 }
-                Fetched::Valid(info)
+                // A refresh of an unchanged identity keeps its text where it is.
+                if let Some(p) = self.positive.get_mut(&digest).filter(|p| p.identity.is(&text, ends)) {
+                    (p.learnt, p.expires) = (now, expires);
+                    return Fetched::Valid(p.identity.clone());
+                }
+                let (bytes, block) = self.texts.store(text.as_bytes());
+                let identity = KeyIdentity { text: bytes, ends };
+                let texts = &mut self.texts;
+                let positive = Positive { identity: identity.clone(), block, learnt: now, expires };
+                self.positive.insert(digest, positive, |old| texts.release(old.block, old.identity.text.len()));
+                self.sweep();
+                Fetched::Valid(identity)
             }
             Answer::Invalid { .. } => {
-                self.positive.remove(&digest);
-                self.negative.insert(digest, now);
+                self.remove_positive(&digest);
+                self.negative.insert(digest, now, drop);
                 Fetched::Invalid
             }
             Answer::Unavailable(_) => Fetched::Unavailable,
         }
     }
 
+    fn remove_positive(&mut self, digest: &Digest) {
+        let texts = &mut self.texts;
+        if self.positive.remove(digest, |old| texts.release(old.block, old.identity.text.len())) {
+            self.sweep();
+        }
+    }
+
+    /// Checks the next [`SWEEP`] valid entries and moves the text of those in a mostly
+    /// empty block to the newest one, so that the block is freed once its last entry left.
+    /// Called after each change of the valid entries: the changes that leave text behind
+    /// also pay for a pass over all entries, in `len / SWEEP` changes.
+    fn sweep(&mut self) {
+        for _ in 0..SWEEP {
+            let len = self.positive.len();
+            if len == 0 {
+                return;
+            }
+            let i = self.texts.cursor % len;
+            self.texts.cursor = i + 1;
+            let p = self.positive.value_at_mut(i);
+            if self.texts.sparse(p.block) {
+                let (bytes, block) = self.texts.store(&p.identity.text);
+                self.texts.release(p.block, bytes.len());
+                (p.identity.text, p.block) = (bytes, block);
+            }
+        }
+    }
+
     /// auth-service is unavailable: a valid entry within `stale_if_error` may still serve.
-    fn stale(&mut self, digest: &Digest, lifetimes: Lifetimes, now: Duration) -> Option<Arc<KeyInfo>> {
+    fn stale(&mut self, digest: &Digest, lifetimes: Lifetimes, now: Duration) -> Option<KeyIdentity> {
         let p = self.positive.get(digest)?;
-        (now < p.usable_until(lifetimes.positive + lifetimes.stale_if_error)).then(|| p.info.clone())
+        (millis(now) < p.usable_until(lifetimes.positive + lifetimes.stale_if_error)).then(|| p.identity.clone())
     }
 }
 
@@ -278,90 +453,277 @@ pub fn shared(id: &str) -> Arc<KeyCache> {
         .get_or_init(Default::default)
         .lock()
         .entry(id.to_owned())
-        .or_insert_with(|| Arc::new(KeyCache::new(POSITIVE_CAPACITY, NEGATIVE_CAPACITY)))
+        .or_insert_with(|| Arc::new(KeyCache::new(positive_capacity(), NEGATIVE_CAPACITY)))
         .clone()
 }
 
-/// A bounded map that evicts the least recently used entry when full, and reports its size
-/// and evictions as metrics (`cache` label = its name).
+/// Bytes per text block.
+const BLOCK: usize = 64 * 1024;
+/// Valid entries checked for a sparse block per change (see [`State::sweep`]).
+const SWEEP: usize = 4;
+/// The block of an empty text (none).
+const NO_BLOCK: u32 = u32::MAX;
+
+/// Where the identities of the valid entries live: append-only blocks of [`BLOCK`] bytes,
+/// each handed out in slices that share its allocation by reference count
+/// ([`bytes::BytesMut::split`]), so an entry's text costs its length and no allocation. A
+/// block is freed when the last slice of it is dropped, by the cache or a request; the
+/// counts here (per block: bytes handed out, bytes still used by an entry) tell
+/// [`State::sweep`] which blocks to empty.
+struct Texts {
+    /// The unused rest of the newest block.
+    open: BytesMut,
+    open_id: u32,
+    blocks: Vec<BlockUse>,
+    /// Ids of freed blocks, for reuse.
+    free_ids: Vec<u32>,
+    /// The next valid entry [`State::sweep`] checks.
+    cursor: usize,
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+struct BlockUse {
+    filled: u32,
+    live: u32,
+}
+
+impl Texts {
+    fn new() -> Texts {
+        Texts { open: BytesMut::new(), open_id: 0, blocks: vec![BlockUse::default()], free_ids: Vec::new(), cursor: 0 }
+    }
+
+    /// A copy of `text` in the newest block, and that block's id.
+    fn store(&mut self, text: &[u8]) -> (Bytes, u32) {
+        if text.is_empty() {
+            return (Bytes::new(), NO_BLOCK);
+        }
+        if self.open.capacity() < text.len() {
+            let retired = self.open_id;
+            self.open = BytesMut::with_capacity(BLOCK.max(text.len()));
+            self.open_id = self.free_ids.pop().unwrap_or_else(|| {
+                self.blocks.push(BlockUse::default());
+                (self.blocks.len() - 1) as u32
+            });
+            if self.blocks[retired as usize].live == 0 {
+                self.free(retired);
+            }
+        }
+        self.open.extend_from_slice(text);
+        let used = &mut self.blocks[self.open_id as usize];
+        used.filled += text.len() as u32;
+        used.live += text.len() as u32;
+        (self.open.split().freeze(), self.open_id)
+    }
+
+    /// An entry's text of `len` bytes in `block` is no longer used by the cache.
+    fn release(&mut self, block: u32, len: usize) {
+        if block == NO_BLOCK || len == 0 {
+            return;
+        }
+        let used = &mut self.blocks[block as usize];
+        used.live -= len as u32;
+        if used.live == 0 && block != self.open_id {
+            self.free(block);
+        }
+    }
+
+    fn free(&mut self, block: u32) {
+        self.blocks[block as usize] = BlockUse::default();
+        self.free_ids.push(block);
+    }
+
+    /// A full block of which less than half is still used.
+    fn sparse(&self, block: u32) -> bool {
+        block != NO_BLOCK && block != self.open_id && {
+            let used = self.blocks[block as usize];
+            used.live < used.filled / 2
+        }
+    }
+}
+
+/// One entry of an [`Lru`].
+struct Slot<V> {
+    digest: Digest,
+    /// The map's use counter at the entry's last read or write.
+    used: u64,
+    value: V,
+}
+
+/// The table hash of a digest: its first 8 bytes. The digest is already a keyed hash, so
+/// nobody without the pepper can aim keys at one bucket.
+fn table_hash(digest: &Digest) -> u64 {
+    u64::from_le_bytes(digest[..8].try_into().expect("a digest has 16 bytes"))
+}
+
+/// A bounded map that, when full, evicts the least recently used of [`SAMPLE`] sampled
+/// entries (of all of them while it holds at most [`SAMPLE`]), and reports its size and
+/// evictions as metrics (`cache` label = its name). The entries live in one `Vec`; the index
+/// maps a digest to its slot, so there is no allocation per entry.
 struct Lru<V> {
-    entries: HashMap<Digest, (V, u64)>,
-    /// Use tick → digest, oldest first.
-    order: BTreeMap<u64, Digest>,
+    /// The entries, in no particular order: removing one moves the last into its place.
+    slots: Vec<Slot<V>>,
+    /// Slot numbers, found by [`table_hash`] of their digest.
+    index: HashTable<u32>,
     tick: u64,
     capacity: usize,
-    name: &'static str,
+    /// xorshift state, for sampling.
+    rng: u64,
+    entries_gauge: Gauge,
+    evictions: Counter,
 }
 
 impl<V> Lru<V> {
     fn new(name: &'static str, capacity: usize) -> Self {
-        Lru { entries: HashMap::new(), order: BTreeMap::new(), tick: 0, capacity: capacity.max(1), name }
+        Lru::with_seed(name, capacity, rand::random())
     }
 
-    fn next_tick(&mut self) -> u64 {
-        self.tick += 1;
-        self.tick
+    fn with_seed(name: &'static str, capacity: usize, seed: u64) -> Self {
+        let labels = metrics::CacheNameLabels { plugin: super::NAME, cache: name };
+        let m = metrics::global();
+        Lru {
+            slots: Vec::new(),
+            index: HashTable::new(),
+            tick: 0,
+            capacity: capacity.clamp(1, u32::MAX as usize),
+            rng: seed | 1,
+            entries_gauge: m.cache_entries.get_or_create(&labels).clone(),
+            evictions: m.cache_evictions.get_or_create(&labels).clone(),
+        }
     }
 
-    fn labels(&self) -> metrics::CacheNameLabels {
-        metrics::CacheNameLabels { plugin: super::NAME, cache: self.name }
+    fn position(&self, digest: &Digest) -> Option<usize> {
+        let slots = &self.slots;
+        self.index.find(table_hash(digest), |&i| slots[i as usize].digest == *digest).map(|&i| i as usize)
     }
 
     fn get(&mut self, digest: &Digest) -> Option<&V> {
-        let tick = self.next_tick();
-        let (_, used) = self.entries.get_mut(digest)?;
-        self.order.remove(used);
-        *used = tick;
-        self.order.insert(tick, *digest);
-        self.entries.get(digest).map(|(v, _)| v)
+        self.get_mut(digest).map(|v| &*v)
     }
 
-    fn insert(&mut self, digest: Digest, value: V) {
-        self.remove(&digest);
+    fn get_mut(&mut self, digest: &Digest) -> Option<&mut V> {
+        let i = self.position(digest)?;
+        self.tick += 1;
+        let slot = &mut self.slots[i];
+        slot.used = self.tick;
+        Some(&mut slot.value)
+    }
+
+    /// The value in slot `i` (`i < len`), without counting a use.
+    fn value_at_mut(&mut self, i: usize) -> &mut V {
+        &mut self.slots[i].value
+    }
+
+    /// Inserts or replaces; `dropped` gets the value replaced and those evicted.
+    fn insert(&mut self, digest: Digest, value: V, mut dropped: impl FnMut(V)) {
+        self.tick += 1;
+        if let Some(i) = self.position(&digest) {
+            let old = std::mem::replace(&mut self.slots[i], Slot { digest, used: self.tick, value });
+            dropped(old.value);
+            return;
+        }
         let mut evicted = 0;
-        while self.entries.len() >= self.capacity {
-            let Some((_, oldest)) = self.order.pop_first() else { break };
-            self.entries.remove(&oldest);
+        while self.slots.len() >= self.capacity {
+            let victim = self.victim();
+            dropped(self.remove_at(victim));
             evicted += 1;
         }
-        let tick = self.next_tick();
-        self.order.insert(tick, digest);
-        self.entries.insert(digest, (value, tick));
-        let m = metrics::global();
-        let labels = self.labels();
+        let i = u32::try_from(self.slots.len()).expect("capacity fits a u32");
+        self.slots.push(Slot { digest, used: self.tick, value });
+        let slots = &self.slots;
+        self.index.insert_unique(table_hash(&digest), i, |&j| table_hash(&slots[j as usize].digest));
         if evicted > 0 {
-            m.cache_evictions.get_or_create(&labels).inc_by(evicted);
+            self.evictions.inc_by(evicted);
         }
-        m.cache_entries.get_or_create(&labels).inc_by(1 - evicted as i64);
+        self.entries_gauge.inc_by(1 - evicted as i64);
     }
 
-    fn remove(&mut self, digest: &Digest) {
-        if let Some((_, used)) = self.entries.remove(digest) {
-            self.order.remove(&used);
-            metrics::global().cache_entries.get_or_create(&self.labels()).dec();
+    /// The slot to evict: the least recently used of one random slot from each of
+    /// [`SAMPLE`] equal stretches of `slots`. The sampled slots are distinct, so the victim
+    /// is never one of the `SAMPLE - 1` most recently used entries.
+    fn victim(&mut self) -> usize {
+        let len = self.slots.len();
+        if len <= SAMPLE {
+            return (0..len).min_by_key(|&i| self.slots[i].used).unwrap_or(0);
         }
+        let mut best = (u64::MAX, 0);
+        for k in 0..SAMPLE {
+            let (lo, hi) = (k * len / SAMPLE, (k + 1) * len / SAMPLE);
+            let i = lo + (self.next_random() % (hi - lo) as u64) as usize;
+            best = best.min((self.slots[i].used, i));
+        }
+        best.1
+    }
+
+    /// xorshift64*: fast, and good enough to spread samples.
+    fn next_random(&mut self) -> u64 {
+        self.rng ^= self.rng >> 12;
+        self.rng ^= self.rng << 25;
+        self.rng ^= self.rng >> 27;
+        self.rng.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    /// Removes slot `i` (the last slot moves into its place) without touching the metrics.
+    fn remove_at(&mut self, i: usize) -> V {
+        let digest = self.slots[i].digest;
+        if let Ok(entry) = self.index.find_entry(table_hash(&digest), |&j| j as usize == i) {
+            entry.remove();
+        } else {
+            debug_assert!(false, "slot {i} is not indexed");
+        }
+        let removed = self.slots.swap_remove(i);
+        if let Some(moved) = self.slots.get(i) {
+            let from = self.slots.len() as u32;
+            if let Some(j) = self.index.find_mut(table_hash(&moved.digest), |&j| j == from) {
+                *j = i as u32;
+            } else {
+                debug_assert!(false, "slot {from} is not indexed");
+            }
+        }
+        removed.value
+    }
+
+    /// Removes `digest`'s entry, if any, handing its value to `dropped`.
+    fn remove(&mut self, digest: &Digest, dropped: impl FnOnce(V)) -> bool {
+        let Some(i) = self.position(digest) else {
+            return false;
+        };
+        dropped(self.remove_at(i));
+        self.entries_gauge.dec();
+        true
     }
 
     fn len(&self) -> usize {
-        self.entries.len()
+        self.slots.len()
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::plugins::api_key::client::Trouble;
+    use crate::plugins::api_key::client::{self, Trouble};
     use std::sync::atomic::{AtomicUsize, Ordering};
 
-    const LIFETIMES: Lifetimes =
-        Lifetimes { positive: Duration::from_secs(60), negative: Duration::from_secs(15), stale_if_error: Duration::ZERO };
+    const LIFETIMES: Lifetimes = Lifetimes {
+        positive: Duration::from_secs(60),
+        negative: Duration::from_secs(15),
+        stale_if_error: Duration::ZERO,
+    };
 
     fn info(account: &str) -> KeyInfo {
-        KeyInfo { account_id: account.into(), key_id: "k".into(), user_id: None, consumer_username: None, expires_at: None }
+        KeyInfo {
+            account_id: account.into(),
+            key_id: "k".into(),
+            user_id: None,
+            consumer_username: None,
+            expires_at: None,
+        }
     }
 
     /// A lookup that counts its calls and answers `answer` after yielding a few times.
-    fn counted(calls: &Arc<AtomicUsize>, answer: Answer) -> impl FnOnce() -> std::pin::Pin<Box<dyn Future<Output = Answer> + Send>> {
+    fn counted(
+        calls: &Arc<AtomicUsize>,
+        answer: Answer,
+    ) -> impl FnOnce() -> std::pin::Pin<Box<dyn Future<Output = Answer> + Send>> {
         let calls = calls.clone();
         move || {
             calls.fetch_add(1, Ordering::SeqCst);
@@ -381,7 +743,7 @@ mod tests {
         // Not the plain SHA-256: the pepper is mixed in.
         use sha2::Digest as _;
         let plain: [u8; 32] = Sha256::digest(b"key-1").into();
-        assert_ne!(digest(b"key-1"), plain);
+        assert_ne!(digest(b"key-1")[..], plain[..16]);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -399,7 +761,7 @@ mod tests {
         let mut statuses = Vec::new();
         for t in tasks {
             let (verdict, status) = t.await.unwrap();
-            assert!(matches!(verdict, Verdict::Valid(ref i) if i.account_id == "acc"));
+            assert!(matches!(verdict, Verdict::Valid(ref i) if i.account_id() == "acc"));
             statuses.push(status);
         }
         assert_eq!(calls.load(Ordering::SeqCst), 1);
@@ -425,7 +787,8 @@ mod tests {
         assert!(matches!(v, Verdict::Valid(_)));
         assert_eq!(s, CacheStatus::Hit);
         // The oldest invalid key was evicted, the newest is still cached.
-        let (_, s) = cache.resolve(digest(b"bad-49"), LIFETIMES, counted(&calls, Answer::Invalid { status: 404 })).await;
+        let (_, s) =
+            cache.resolve(digest(b"bad-49"), LIFETIMES, counted(&calls, Answer::Invalid { status: 404 })).await;
         assert_eq!(s, CacheStatus::Negative);
         let (_, s) = cache.resolve(digest(b"bad-0"), LIFETIMES, counted(&calls, Answer::Invalid { status: 404 })).await;
         assert_eq!(s, CacheStatus::Miss);
@@ -442,7 +805,10 @@ mod tests {
         cache.resolve(a, LIFETIMES, counted(&calls, Answer::Valid(info("acc")))).await; // touch a
         cache.resolve(c, LIFETIMES, counted(&calls, Answer::Valid(info("acc")))).await; // evicts b
         assert_eq!(calls.load(Ordering::SeqCst), 3);
-        assert_eq!(cache.resolve(a, LIFETIMES, counted(&calls, Answer::Invalid { status: 404 })).await.1, CacheStatus::Hit);
+        assert_eq!(
+            cache.resolve(a, LIFETIMES, counted(&calls, Answer::Invalid { status: 404 })).await.1,
+            CacheStatus::Hit
+        );
         assert_eq!(cache.resolve(b, LIFETIMES, counted(&calls, Answer::Valid(info("acc")))).await.1, CacheStatus::Miss);
     }
 
@@ -452,7 +818,10 @@ mod tests {
         let calls = Arc::new(AtomicUsize::new(0));
         let d = digest(b"k");
         let down = Answer::Unavailable(Trouble::Status(503));
-        assert_eq!(cache.resolve(d, LIFETIMES, counted(&calls, down.clone())).await, (Verdict::Unavailable, CacheStatus::Miss));
+        assert_eq!(
+            cache.resolve(d, LIFETIMES, counted(&calls, down.clone())).await,
+            (Verdict::Unavailable, CacheStatus::Miss)
+        );
         assert_eq!(cache.len(), (0, 0));
         let (v, s) = cache.resolve(d, LIFETIMES, counted(&calls, Answer::Valid(info("acc")))).await;
         assert_eq!((matches!(v, Verdict::Valid(_)), s), (true, CacheStatus::Miss));
@@ -472,7 +841,7 @@ mod tests {
     }
 
     fn state() -> State {
-        State { positive: Lru::new("positive", 4), negative: Lru::new("negative", 4), flights: HashMap::new() }
+        State::new(4, 4)
     }
 
     const S: fn(u64) -> Duration = Duration::from_secs;
@@ -526,8 +895,192 @@ mod tests {
     fn a_key_already_expired_by_our_clock_is_not_cached() {
         let mut st = state();
         let a = digest(b"a");
-        let fetched = st.settle(a, Answer::Valid(KeyInfo { expires_at: Some(999_999), ..info("acc") }), S(0), 1_000_000);
+        let fetched =
+            st.settle(a, Answer::Valid(KeyInfo { expires_at: Some(999_999), ..info("acc") }), S(0), 1_000_000);
         assert!(matches!(fetched, Fetched::Valid(_)));
         assert_eq!(st.positive.len(), 0);
+    }
+
+    #[test]
+    fn key_identities_hold_the_four_values_in_one_string() {
+        let full = KeyInfo {
+            account_id: "acc_1".into(),
+            key_id: "key_1".into(),
+            user_id: Some("usr_é".into()),
+            consumer_username: Some("shop".into()),
+            expires_at: None,
+        };
+        let id = KeyIdentity::new(&full);
+        assert_eq!(
+            (id.account_id(), id.key_id(), id.user_id(), id.consumer_username()),
+            ("acc_1", "key_1", Some("usr_é"), Some("shop"))
+        );
+        let bare = KeyIdentity::new(&info("acc"));
+        assert_eq!(
+            (bare.account_id(), bare.key_id(), bare.user_id(), bare.consumer_username()),
+            ("acc", "k", None, None)
+        );
+        let empty = KeyIdentity::new(&KeyInfo { user_id: Some(String::new()), ..info("acc") });
+        assert_eq!(empty.user_id(), None, "an empty value is absent, as auth-service's empty string");
+        let longest = "x".repeat(client::MAX_IDENTITY_LEN);
+        let long = KeyIdentity::new(&KeyInfo {
+            account_id: longest.clone(),
+            key_id: longest.clone(),
+            user_id: Some(longest.clone()),
+            consumer_username: Some(longest.clone()),
+            expires_at: None,
+        });
+        assert_eq!(long.consumer_username(), Some(longest.as_str()));
+        assert_eq!(id.clone().text.as_ptr(), id.text.as_ptr(), "a clone shares the text");
+    }
+
+    /// Digests `0..n` of a test set.
+    fn digests(set: &str, n: usize) -> Vec<Digest> {
+        (0..n).map(|i| digest(format!("{set}-{i}").as_bytes())).collect()
+    }
+
+    /// Every entry is found at its slot, and nothing else is indexed.
+    fn assert_consistent<V>(lru: &Lru<V>) {
+        assert_eq!(lru.index.len(), lru.slots.len());
+        for (i, slot) in lru.slots.iter().enumerate() {
+            assert_eq!(lru.position(&slot.digest), Some(i));
+        }
+    }
+
+    #[test]
+    fn removal_and_eviction_keep_the_index_consistent() {
+        let mut lru = Lru::with_seed("test-index", 50, 7);
+        let keys = digests("index", 200);
+        for (n, d) in keys.iter().enumerate() {
+            lru.insert(*d, n, drop);
+            if n % 3 == 0 {
+                lru.remove(&keys[n / 2], drop);
+            }
+            assert_consistent(&lru);
+        }
+        assert_eq!(lru.len(), 50);
+        for d in &keys {
+            if let Some(i) = lru.position(d) {
+                assert_eq!(lru.slots[i].digest, *d);
+            }
+        }
+        // Replacing a value neither grows nor evicts.
+        let present = lru.slots[10].digest;
+        lru.insert(present, 999, drop);
+        assert_eq!((lru.len(), lru.get(&present).copied()), (50, Some(999)));
+        assert_consistent(&lru);
+    }
+
+    #[test]
+    fn sampled_eviction_never_takes_one_of_the_most_recently_used() {
+        let mut lru = Lru::with_seed("test-hot", 64, 1);
+        let keys = digests("hot", 64);
+        for d in &keys {
+            lru.insert(*d, (), drop);
+        }
+        let hot = &keys[..SAMPLE - 1];
+        for (n, d) in digests("new", 1_000).into_iter().enumerate() {
+            for h in hot {
+                assert!(lru.get(h).is_some(), "hot key evicted before insert {n}");
+            }
+            lru.insert(d, (), drop);
+        }
+        assert_eq!(lru.len(), 64);
+        assert_eq!(lru.evictions.get(), 1_000);
+        assert_eq!(lru.entries_gauge.get(), 64);
+        assert_consistent(&lru);
+    }
+
+    #[test]
+    fn sampled_eviction_evicts_the_least_recently_used_among_the_sample() {
+        let mut lru = Lru::with_seed("test-sampled", 1_000, 42);
+        let keys = digests("old", 1_000);
+        for d in &keys {
+            lru.insert(*d, (), drop);
+        }
+        // The first half is read again: the second half is now the least recently used.
+        for d in &keys[..500] {
+            lru.get(d);
+        }
+        for d in digests("fresh", 100) {
+            lru.insert(d, (), drop);
+        }
+        let kept = |range: std::ops::Range<usize>| keys[range].iter().filter(|d| lru.position(d).is_some()).count();
+        // A recently read key goes only if all 16 samples are recent (≤ 0.6¹⁶ per eviction).
+        assert_eq!(kept(0..500), 500, "no recently read key was evicted");
+        assert_eq!(kept(500..1_000), 400, "100 of the unread ones were");
+        // The victim is the oldest of its sample: the earliest inserted of the unread half
+        // go first.
+        assert!(kept(500..600) + 30 < kept(900..1_000), "{} vs {}", kept(500..600), kept(900..1_000));
+        assert_eq!(lru.evictions.get(), 100);
+    }
+
+    /// Bytes of text held by the blocks the cache still uses, and bytes its entries use.
+    fn text_use(st: &State) -> (usize, usize) {
+        let held = st.texts.blocks.iter().map(|b| b.filled as usize).sum();
+        let live: usize = st.positive.slots.iter().map(|s| s.value.identity.text.len()).sum();
+        let counted: usize = st.texts.blocks.iter().map(|b| b.live as usize).sum();
+        assert_eq!(live, counted, "the block counts match the entries");
+        (held, live)
+    }
+
+    #[test]
+    fn a_valid_entry_is_an_88_byte_slot() {
+        // The module doc's memory figures assume this layout (64-bit).
+        assert_eq!(std::mem::size_of::<KeyIdentity>(), 40);
+        assert_eq!(std::mem::size_of::<Slot<Positive>>(), 88);
+        assert_eq!(std::mem::size_of::<Slot<u64>>(), 32);
+    }
+
+    #[test]
+    fn identities_share_blocks_and_a_refresh_keeps_its_text() {
+        let mut st = State::new(100, 4);
+        let (a, b) = (digest(b"a"), digest(b"b"));
+        let Fetched::Valid(ia) = st.settle(a, Answer::Valid(info("acc_a")), S(0), 1_000_000) else { panic!() };
+        let Fetched::Valid(ib) = st.settle(b, Answer::Valid(info("acc_b")), S(0), 1_000_000) else { panic!() };
+        assert_eq!(ia.text.as_ptr().wrapping_add(ia.text.len()), ib.text.as_ptr(), "one block, back to back");
+        let Fetched::Valid(again) = st.settle(a, Answer::Valid(info("acc_a")), S(70), 1_000_070) else { panic!() };
+        assert_eq!(again.text.as_ptr(), ia.text.as_ptr(), "an unchanged identity is not copied again");
+        assert!(
+            matches!(st.cached(&a, LIFETIMES, S(129)), Some((Verdict::Valid(_), CacheStatus::Hit))),
+            "but learnt anew"
+        );
+        let Fetched::Valid(moved) = st.settle(a, Answer::Valid(info("acc_c")), S(80), 1_000_080) else { panic!() };
+        assert_eq!(moved.account_id(), "acc_c");
+        assert_eq!(text_use(&st), (3 * "acc_ak".len(), 2 * "acc_ak".len()));
+        // A request may hold an identity longer than the cache does.
+        st.settle(b, Answer::Invalid { status: 403 }, S(90), 1_000_090);
+        assert_eq!(ib.account_id(), "acc_b");
+    }
+
+    #[test]
+    fn dead_text_is_reclaimed_as_entries_come_and_go() {
+        let mut st = State::new(20_000, 4);
+        let valid = |i: usize| {
+            Answer::Valid(KeyInfo {
+                key_id: format!("key_{i:06}"),
+                user_id: Some("usr_0001".into()),
+                ..info("acc_0001")
+            })
+        };
+        let keys = digests("churn", 100_000);
+        for (i, d) in keys[..20_000].iter().enumerate() {
+            st.settle(*d, valid(i), S(0), 1_000_000);
+        }
+        let (held, live) = text_use(&st);
+        assert!(held <= live + BLOCK, "filled in order: {held} held for {live}");
+        // Turn the cache over four times: evictions and revocations scattered everywhere.
+        for (i, d) in keys.iter().enumerate().skip(20_000) {
+            st.settle(*d, valid(i), S(0), 1_000_000);
+            if i % 7 == 0 {
+                st.settle(keys[i / 2], Answer::Invalid { status: 403 }, S(0), 1_000_000);
+            }
+            if i % 1_000 == 0 {
+                let (held, live) = text_use(&st);
+                assert!(held <= 2 * live + 2 * BLOCK, "after {i}: {held} bytes held for {live}");
+            }
+        }
+        let (held, live) = text_use(&st);
+        assert!(live > 0 && held <= 2 * live + 2 * BLOCK, "{held} bytes held for {live}");
     }
 }

@@ -29,7 +29,7 @@ use crate::{clock_skew, metrics, warn_limited};
 const MAX_BODY_BYTES: usize = 64 * 1024;
 
 /// Longest identity value accepted from auth-service: they become upstream headers.
-const MAX_IDENTITY_LEN: usize = 256;
+pub(super) const MAX_IDENTITY_LEN: usize = 256;
 
 /// At most one auth-service warning per this many seconds and auth-service (the rest is
 /// counted and reported with the next one).

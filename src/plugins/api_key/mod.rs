@@ -25,8 +25,8 @@ use anyhow::Context;
 use rand::Rng;
 use rmpv::Value;
 
-use self::cache::{CacheStatus, KeyCache, Lifetimes, Verdict};
-use self::client::{AuthClient, KeyInfo};
+use self::cache::{CacheStatus, KeyCache, KeyIdentity, Lifetimes, Verdict};
+use self::client::AuthClient;
 use self::credential::{Found, Reader};
 use super::identity::{self, Admission, Identity, SpoofPolicy};
 use super::outcome::{self, AuthError, Scheme};
@@ -137,8 +137,8 @@ impl ApiKeyLookup {
                     outcome = "ok",
                     cache = status.as_str(),
                     key_hash = %short_hash(&digest),
-                    account_id = %info.account_id,
-                    key_id = %info.key_id,
+                    account_id = %info.account_id(),
+                    key_id = %info.key_id(),
                     "API key accepted"
                 );
                 Ok(())
@@ -152,12 +152,12 @@ impl ApiKeyLookup {
     }
 
     /// The success batch (design.md §6), plus removing a key that came in the query.
-    async fn admit(&self, pdk: &mut Pdk, info: &KeyInfo, query_names: &[String]) -> anyhow::Result<()> {
+    async fn admit(&self, pdk: &mut Pdk, info: &KeyIdentity, query_names: &[String]) -> anyhow::Result<()> {
         let identity = Identity {
-            account_id: info.account_id.clone(),
-            user_id: info.user_id.clone(),
-            consumer_username: info.consumer_username.clone().unwrap_or_else(|| info.account_id.clone()),
-            credential_identifier: Some(info.key_id.clone()),
+            account_id: info.account_id().to_owned(),
+            user_id: info.user_id().map(str::to_owned),
+            consumer_username: info.consumer_username().unwrap_or(info.account_id()).to_owned(),
+            credential_identifier: Some(info.key_id().to_owned()),
             groups: vec![self.group.clone()],
         };
         identity::admit(pdk, &identity, &self.admission).await.context("admitting the request")?;
