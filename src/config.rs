@@ -64,10 +64,28 @@ pub struct Settings {
     /// Do not send the serverPid notification on new connections.
     #[arg(long, env = "GHASI_NO_SERVER_PID")]
     pub no_server_pid: bool,
+
+    /// Valid API keys ghasi-api-key-lookup caches at most, per auth-service (process-wide;
+    /// memory grows only as keys are cached, ≈ 100 bytes plus the identity's length each).
+    #[arg(long, env = "GHASI_API_KEY_CACHE_ENTRIES", default_value_t = 1_000_000, value_parser = parse_cache_entries)]
+    pub api_key_cache_entries: usize,
 }
 
 fn parse_octal(s: &str) -> Result<u32, String> {
     u32::from_str_radix(s, 8).map_err(|e| format!("not an octal mode: {e}"))
+}
+
+fn parse_cache_entries(s: &str) -> Result<usize, String> {
+    let n: usize = s.parse().map_err(|e| format!("not a number of entries: {e}"))?;
+    if n == 0 {
+        return Err("must be at least 1: the valid-key cache cannot be switched off \
+                    (to ask auth-service on every request, set the plugin's cache_ttl to 0)"
+            .into());
+    }
+    if n > u32::MAX as usize {
+        return Err(format!("at most {} entries", u32::MAX));
+    }
+    Ok(n)
 }
 
 impl Settings {
@@ -75,5 +93,26 @@ impl Settings {
     /// which clap would read as `-d -u -m -p`, so the legacy spelling is rewritten first.
     pub fn from_args() -> Settings {
         Settings::parse_from(std::env::args_os().map(|a| if a == "-dump" { "--dump".into() } else { a }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Settings, String> {
+        Settings::try_parse_from(std::iter::once("ghasi-plugin-server").chain(args.iter().copied()))
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn the_api_key_cache_size_is_at_least_one_entry() {
+        if std::env::var_os("GHASI_API_KEY_CACHE_ENTRIES").is_none() {
+            assert_eq!(parse(&[]).unwrap().api_key_cache_entries, 1_000_000);
+        }
+        assert_eq!(parse(&["--api-key-cache-entries", "2000000"]).unwrap().api_key_cache_entries, 2_000_000);
+        let err = parse(&["--api-key-cache-entries", "0"]).unwrap_err();
+        assert!(err.contains("--api-key-cache-entries") && err.contains("must be at least 1"), "{err}");
+        assert!(parse(&["--api-key-cache-entries", "many"]).is_err());
     }
 }

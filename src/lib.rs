@@ -74,6 +74,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         clock::enable_test_mode();
         tracing::warn!("GHASI_TEST_CLOCK=1: the test clock RPC is enabled; never use this in production");
     }
+    plugins::api_key::cache::set_positive_capacity(settings.api_key_cache_entries);
     let registry = registry::Registry::new(served_plugins(), Duration::from_secs(settings.event_timeout_secs));
     let ops_listener = match settings.metrics_listen {
         Some(addr) => Some(ops::bind(addr).await?),
