@@ -12,7 +12,8 @@
 //! * Kong's official JavaScript (npm `kong-pdk` 0.6.0) and Python (PyPI `kong-pdk` 0.36, thread
 //!   and gevent modes) servers running `ghasi-bench-minimal` (bench/js, bench/python), which
 //!   makes exactly our plugin's PDK calls and nothing else;
-//! * memory: RSS idle and after looking up 1,000,000 distinct valid API keys.
+//! * memory: RSS idle and after looking up 1,000,000 distinct valid API keys, with the
+//!   server's cache sized (`--api-key-cache-entries`) to keep every one of them.
 //!
 //! Nothing here asserts a timing: the figures and ratios are printed, never checked.
 
@@ -76,6 +77,10 @@ struct Cli {
     /// Distinct API keys looked up in the memory scenario.
     #[arg(long, default_value_t = 1_000_000)]
     cache_keys: u64,
+    /// The memory scenario's `--api-key-cache-entries` (default: every one of --cache-keys,
+    /// at least 1,000,000), so that the looked-up keys are really cached.
+    #[arg(long)]
+    cache_entries: Option<u64>,
     /// Distinct keys the cache-hit scenario cycles through.
     #[arg(long, default_value_t = 1_000)]
     hit_keys: u64,
@@ -393,7 +398,9 @@ impl Bench<'_> {
                 return report;
             }
         };
-        let server = match Server::start(Kind::Ghasi, &self.paths, true) {
+        report.capacity = self.cli.cache_entries.unwrap_or(keys.max(1_000_000));
+        let args = vec!["--api-key-cache-entries".to_string(), report.capacity.to_string()];
+        let server = match Server::start_with(Kind::Ghasi, &self.paths, true, &args) {
             Ok(s) => s,
             Err(e) => {
                 report.fill_error = Some(format!("{e:#}"));
@@ -402,11 +409,16 @@ impl Bench<'_> {
         };
         std::thread::sleep(Duration::from_millis(300));
         report.idle = server.memory();
-        eprintln!("   idle: VmRSS {:.1} MiB; filling", report.idle.rss_mib());
+        eprintln!("   idle: VmRSS {:.1} MiB; filling (--api-key-cache-entries {})", report.idle.rss_mib(), report.capacity);
         let next = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let fill = LoadSpec {
             plugin: "ghasi-api-key-lookup".into(),
-            config: auth.api_key_config(),
+            // Long enough a TTL that the re-read below measures what the cache kept.
+            config: {
+                let mut config = auth.api_key_config();
+                config["cache_ttl"] = json!(3600);
+                config
+            },
             gen: Arc::new(move |i| (i < keys).then(|| api_key_request(Some(auth::key("mem", i))))),
             next: next.clone(),
             expect: Expect::Admitted,

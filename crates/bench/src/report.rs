@@ -21,10 +21,15 @@ impl Row {
     }
 }
 
+/// Cached API keys the memory target (< 300 MiB RSS) is about.
+pub const TARGET_KEYS: u64 = 1_000_000;
+
 /// The memory scenario's figures.
 #[derive(Default)]
 pub struct MemoryReport {
     pub keys: u64,
+    /// The server's `--api-key-cache-entries`.
+    pub capacity: u64,
     pub idle: Memory,
     pub after_fill: Memory,
     pub fill: Option<LoadResult>,
@@ -52,6 +57,18 @@ impl MemoryReport {
     /// RSS with every one of `keys` cached, at `per_key` bytes each.
     pub fn projected_mib(&self, per_key: f64) -> f64 {
         self.idle.rss_mib() + per_key * self.keys as f64 / 1048576.0
+    }
+
+    /// Whether every looked-up key was cached at the end of the fill, so the RSS after it
+    /// is the measured figure for `keys` cached keys.
+    pub fn all_cached(&self) -> bool {
+        self.fill_error.is_none() && self.entries.is_some_and(|e| e as u64 >= self.keys)
+    }
+
+    /// RSS growth from idle to the end of the fill, per cached key, in bytes.
+    pub fn per_key_overall(&self) -> Option<f64> {
+        let entries = self.entries.filter(|&e| e > 0.0)?;
+        Some((self.after_fill.rss_kib as f64 - self.idle.rss_kib as f64) * 1024.0 / entries)
     }
 }
 
@@ -263,17 +280,18 @@ pub fn targets(rows: &[Row], memory: Option<&MemoryReport>) -> String {
     }
     if let Some(m) = memory {
         let rss = m.after_fill.rss_mib();
-        let all_cached = m.entries.is_some_and(|e| e as u64 >= m.keys);
+        let all_cached = m.all_cached();
         let _ = writeln!(
             out,
-            "| RSS with {} API keys looked up{} | {:.1} MiB | < 300 MiB | {} |",
+            "| RSS with {} API keys {} | {:.1} MiB | < 300 MiB | {} |",
             group(m.keys),
             match m.entries {
-                Some(e) => format!(" ({} cached)", group(e as u64)),
-                None => String::new(),
+                _ if all_cached => "cached (measured)".to_string(),
+                Some(e) => format!("looked up ({} cached)", group(e as u64)),
+                None => "looked up".to_string(),
             },
             rss,
-            if all_cached { verdict(rss < 300.0).to_string() } else {
+            if all_cached { if m.keys >= TARGET_KEYS { verdict(rss < 300.0).to_string() } else { format!("(the target is for {} keys)", group(TARGET_KEYS)) } } else {
                 match m.marginal() {
                     Some((per, _, _)) => format!(
                         "**not measurable**: the cache keeps fewer keys; extrapolated {:.0} MiB at {:.0} B/key, which would {}",
@@ -325,16 +343,36 @@ pub fn memory_section(m: &MemoryReport) -> String {
         let _ = writeln!(out, "Fill failed: {}", md(e));
     }
     if let Some((per, e0, e1)) = m.marginal() {
+        let _ = write!(out, "Marginal cost: {:.0} bytes of RSS per cached key (between {} and {} cached)", per, group(e0 as u64), group(e1 as u64));
+        if m.all_cached() {
+            out.push_str(".\n");
+        } else {
+            let _ = writeln!(
+                out,
+                "; at that rate {} cached keys would need about {:.0} MiB ({:.0} MiB idle + {:.0} MiB).",
+                group(m.keys),
+                m.projected_mib(per),
+                m.idle.rss_mib(),
+                per * m.keys as f64 / 1048576.0
+            );
+        }
+    }
+    if let (true, Some(per)) = (m.all_cached(), m.per_key_overall()) {
+        let rss = m.after_fill.rss_mib();
         let _ = writeln!(
             out,
-            "Marginal cost: {:.0} bytes of RSS per cached key (between {} and {} cached); at that rate {} cached keys would need about {:.0} MiB ({:.0} MiB idle + {:.0} MiB).",
-            per,
-            group(e0 as u64),
-            group(e1 as u64),
+            "Measured with all {} keys cached (`--api-key-cache-entries {}`): VmRSS {:.1} MiB = {:.1} MiB idle + {:.1} MiB, {:.0} bytes per cached key overall; target < 300 MiB {}.",
             group(m.keys),
-            m.projected_mib(per),
+            m.capacity,
+            rss,
             m.idle.rss_mib(),
-            per * m.keys as f64 / 1048576.0
+            rss - m.idle.rss_mib(),
+            per,
+            match (m.keys >= TARGET_KEYS, rss < 300.0) {
+                (false, _) => "not judged (fewer keys than the target's)",
+                (true, true) => "met",
+                (true, false) => "missed",
+            }
         );
     }
     if let Some((sampled, looked_up)) = m.sample {

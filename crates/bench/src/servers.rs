@@ -4,7 +4,7 @@
 //!
 //! | server | command | socket |
 //! |---|---|---|
-//! | ghasi | `ghasi-plugin-server --socket DIR/ghasi.sock` (env `GHASI_TEST_PLUGINS=1` for the floor plugin) | `DIR/ghasi.sock` |
+//! | ghasi | `ghasi-plugin-server --socket DIR/ghasi.sock` (env `GHASI_TEST_PLUGINS=1` for the floor plugin; the memory scenario adds `--metrics-listen` and `--api-key-cache-entries`) | `DIR/ghasi.sock` |
 //! | Python | `kong-python-pluginserver -d bench/python -p DIR --socket-name python.sock [-g]` | `<prefix>/<socket-name>` |
 //! | JavaScript | `node kong-js-pluginserver --plugins-directory bench/js/plugins --kong-prefix DIR --sock-name js.sock` | `<kong-prefix>/<sock-name>` |
 //!
@@ -70,6 +70,11 @@ pub struct Server {
 impl Server {
     /// Starts a server of `kind` and waits until its socket accepts connections.
     pub fn start(kind: Kind, paths: &Paths, with_metrics: bool) -> anyhow::Result<Server> {
+        Server::start_with(kind, paths, with_metrics, &[])
+    }
+
+    /// [`Server::start`] with extra command-line arguments for the server.
+    pub fn start_with(kind: Kind, paths: &Paths, with_metrics: bool, args: &[String]) -> anyhow::Result<Server> {
         let dir = tempfile::Builder::new().prefix("ghasi-bench-").tempdir().context("temp dir")?;
         let log = dir.path().join("server.log");
         let mut metrics = None;
@@ -108,6 +113,7 @@ impl Server {
                 (cmd, dir.path().join("js.sock"))
             }
         };
+        cmd.args(args);
         let log_file = std::fs::File::create(&log).context("server log file")?;
         let err_file = log_file.try_clone()?;
         cmd.stdin(Stdio::null()).stdout(log_file).stderr(err_file);
