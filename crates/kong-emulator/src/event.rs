@@ -7,11 +7,11 @@
 //! `no plugin instance` drops the cached instance and replays the whole event.
 
 use crate::error::Error;
-use crate::kong::Kong;
+use crate::kong::{Kong, RpcResult};
 use crate::pdk::{self, Exit, PdkContext, PdkOutcome};
 use crate::plugin::Plugin;
 use crate::request::{LogSource, Request};
-use crate::wire::{self, StepData};
+use crate::wire::{self, RawStep, StepData};
 use rmpv::Value;
 
 /// What happened during one event.
@@ -77,44 +77,84 @@ impl Kong {
         let (instance_id, start_rpcs) = self.instance_id(plugin, &rpc).await?;
         outcome.rpcs += start_rpcs;
 
-        let param = Value::Map(vec![
-            (Value::from("InstanceId"), instance_id),
-            (Value::from("EventName"), Value::from(phase)),
-        ]);
         outcome.rpcs += 1;
-        let mut step = self
-            .call_on(&rpc, "plugin.HandleEvent", |msgid| wire::encode_request(msgid, "plugin.HandleEvent", &param))
-            .await?;
-        // Kong keeps the EventId of the HandleEvent answer for the whole event.
-        let event_id = wire::map_get(&step, "EventId").cloned().unwrap_or(Value::Nil);
+        let (packed_event_id, mut step) = self
+            .call_on(
+                &rpc,
+                "plugin.HandleEvent",
+                |msgid, out| wire::write_handle_event(msgid, &instance_id, phase, out),
+                handle_event_result,
+            )
+            .await??;
         loop {
-            let (method, args) = match parse_step(&step)? {
+            let (method, args) = match step {
                 Step::Ret => return Ok(()),
                 Step::Call { method, args } => (method, args),
             };
-            outcome.pdk_calls.push(method.clone());
             let mut ctx = PdkContext { req, version: self.inner.version, node_id: &self.inner.node_id };
-            let data: StepData = match pdk::call(&mut ctx, &method, args) {
+            let pdk_outcome = pdk::call(&mut ctx, &method, args);
+            let step_method = pdk::step_method(&method);
+            let data: StepData = match pdk_outcome {
                 PdkOutcome::Return(data) => data,
                 PdkOutcome::Exit(exit) => {
+                    outcome.pdk_calls.push(method);
                     outcome.exit = Some(exit);
                     return Ok(());
                 }
                 PdkOutcome::Throw(message) => {
                     req.log(LogSource::Kong, "err", format!("{method}: {message}"));
                     outcome.abandoned = Some(format!("{method}: {message}"));
+                    outcome.pdk_calls.push(method);
                     return Ok(());
                 }
             };
+            outcome.pdk_calls.push(method);
             outcome.rpcs += 1;
-            step = self.call_step(&rpc, pdk::step_method(&method), &event_id, &data).await?;
+            step = self.call_step(&rpc, step_method, &packed_event_id, &data, step_result).await??;
         }
     }
 }
 
+#[derive(Debug, PartialEq)]
 enum Step {
     Ret,
     Call { method: String, args: Option<Value> },
+}
+
+/// The `HandleEvent` answer: Kong keeps its `EventId` (packed here once, as the Lua value it
+/// sends back with every Step of the event) and runs the first step.
+fn handle_event_result(result: RpcResult<'_>) -> Result<(Vec<u8>, Step), Error> {
+    let mut packed = Vec::with_capacity(16);
+    if let RpcResult::Raw(bytes) = result {
+        if let (Some(id), Some(step)) = (wire::raw_map_get(bytes, b"EventId"), wire::raw_step(bytes)) {
+            wire::encode(&id.map(wire::decode_raw).unwrap_or(Value::Nil), &mut packed);
+            return Ok((packed, Step::from_raw(step)));
+        }
+    }
+    let value = result.into_value();
+    wire::encode(wire::map_get(&value, "EventId").unwrap_or(&Value::Nil), &mut packed);
+    Ok((packed, parse_step(&value)?))
+}
+
+/// A Step answer: the next step.
+fn step_result(result: RpcResult<'_>) -> Result<Step, Error> {
+    if let RpcResult::Raw(bytes) = result {
+        if let Some(step) = wire::raw_step(bytes) {
+            return Ok(Step::from_raw(step));
+        }
+    }
+    parse_step(&result.into_value())
+}
+
+impl Step {
+    fn from_raw(step: RawStep<'_>) -> Step {
+        match step {
+            RawStep::Ret => Step::Ret,
+            RawStep::Call { method, args } => {
+                Step::Call { method: method.to_string(), args: args.map(wire::decode_raw) }
+            }
+        }
+    }
 }
 
 /// Reads a step result `{EventId, Data}`: `Data == "ret"` or `{Method, Args}`. Anything
@@ -134,5 +174,90 @@ fn parse_step(step: &Value) -> Result<Step, Error> {
             other => Err(Error::Protocol(format!("step Data.Method is not a string: {other:?}"))),
         },
         other => Err(Error::Protocol(format!("step Data is neither \"ret\" nor {{Method, Args}}: {other:?}"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::tests::{encode_any, Rng};
+
+    /// A step result as a server might shape it: the usual keys in any order, with odd
+    /// types now and then.
+    fn step_like(rng: &mut Rng) -> Value {
+        let method = || -> Vec<Value> {
+            vec![
+                "kong.request.get_header".into(),
+                Value::Binary(b"kong.log.err".to_vec()),
+                wire::lua_string(&[0x6B, 0xFF]),
+                5.into(),
+            ]
+        };
+        let mut data_entries = Vec::new();
+        for _ in 0..rng.below(4) {
+            let entry = match rng.below(4) {
+                0 => ("Method".into(), method()[rng.below(4) as usize].clone()),
+                1 => ("Args".into(), rng.value(2)),
+                2 => (Value::Binary(b"Method".to_vec()), "kong.x".into()),
+                _ => (rng.value(0), rng.value(1)),
+            };
+            data_entries.push(entry);
+        }
+        if rng.below(3) > 0 {
+            data_entries.insert(0, ("Method".into(), "kong.request.get_path".into()));
+        }
+        let data = match rng.below(6) {
+            0 => "ret".into(),
+            1 => "rets".into(),
+            2 => rng.value(1),
+            _ => Value::Map(data_entries),
+        };
+        let mut entries = vec![("EventId".into(), rng.value(1)), ("Data".into(), data)];
+        if rng.below(4) == 0 {
+            entries.swap(0, 1);
+        }
+        if rng.below(4) == 0 {
+            entries.insert(rng.below(3) as usize, (Value::Binary(b"Data".to_vec()), "ret".into()));
+        }
+        match rng.below(10) {
+            0 => rng.value(1),
+            _ => Value::Map(entries),
+        }
+    }
+
+    fn describe<T: std::fmt::Debug>(r: Result<T, Error>) -> String {
+        match r {
+            Ok(v) => format!("{v:?}"),
+            Err(e) => format!("error: {e}"),
+        }
+    }
+
+    #[test]
+    fn in_place_step_parsing_matches_the_decoded_path() {
+        let mut rng = Rng::new(5);
+        let mut fast = 0;
+        for _ in 0..20_000 {
+            let result = step_like(&mut rng);
+            let mut frame = vec![0x94, 0x01, 0x2A, 0xC0];
+            encode_any(&result, &mut rng, &mut frame);
+            let Some(raw) = wire::ok_response_result(&frame, 42) else { panic!("{}", wire::hex(&frame)) };
+            let decoded = wire::decode_raw(raw);
+            if wire::raw_step(raw).is_some() {
+                fast += 1;
+            }
+            assert_eq!(
+                describe(step_result(RpcResult::Raw(raw))),
+                describe(step_result(RpcResult::Value(decoded.clone()))),
+                "{}",
+                wire::hex(&frame)
+            );
+            assert_eq!(
+                describe(handle_event_result(RpcResult::Raw(raw))),
+                describe(handle_event_result(RpcResult::Value(decoded))),
+                "{}",
+                wire::hex(&frame)
+            );
+        }
+        assert!(fast > 5_000, "the fast path is exercised ({fast})");
     }
 }

@@ -36,6 +36,19 @@ impl HeaderMap {
         }
     }
 
+    /// [`HeaderMap::set`] with an owned name (moved into the last line).
+    pub(crate) fn set_owned(&mut self, name: String, values: Vec<Vec<u8>>) {
+        self.remove(&name);
+        let mut values = values.into_iter();
+        let last = values.next_back();
+        for value in values {
+            self.lines.push(HeaderLine { name: name.clone(), value });
+        }
+        if let Some(value) = last {
+            self.lines.push(HeaderLine { name, value });
+        }
+    }
+
     /// Removes every line named `name`.
     pub fn remove(&mut self, name: &str) {
         self.lines.retain(|l| !l.name.eq_ignore_ascii_case(name));

@@ -19,6 +19,23 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+/// The result of a successful RPC: still in the connection's read buffer (a frame of
+/// bounded depth, decodable without error) or already decoded.
+#[derive(Debug)]
+pub(crate) enum RpcResult<'a> {
+    Raw(&'a [u8]),
+    Value(Value),
+}
+
+impl RpcResult<'_> {
+    pub(crate) fn into_value(self) -> Value {
+        match self {
+            RpcResult::Raw(bytes) => wire::decode_raw(bytes),
+            RpcResult::Value(value) => value,
+        }
+    }
+}
+
 /// Which Kong release line to imitate where they differ on the wire or in the PDK.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum KongVersion {
@@ -229,13 +246,13 @@ impl Kong {
     pub(crate) fn rpc_object(&self, plugin_name: &str) -> Arc<RpcObject> {
         match self.inner.version {
             KongVersion::V3_4 => self.inner.server_rpc.clone(),
-            KongVersion::V3_9 => self
-                .inner
-                .plugin_rpcs
-                .lock()
-                .entry(plugin_name.to_string())
-                .or_default()
-                .clone(),
+            KongVersion::V3_9 => {
+                let mut rpcs = self.inner.plugin_rpcs.lock();
+                match rpcs.get(plugin_name) {
+                    Some(rpc) => rpc.clone(),
+                    None => rpcs.entry(plugin_name.to_string()).or_default().clone(),
+                }
+            }
         }
     }
 
@@ -243,38 +260,64 @@ impl Kong {
     /// Uses the RPC object of `plugin_name`.
     pub async fn call(&self, plugin_name: &str, method: &str, param: &Value) -> Result<Value, Error> {
         let rpc = self.rpc_object(plugin_name);
-        self.call_on(&rpc, method, |msgid| wire::encode_request(msgid, method, param)).await
+        let encode = |msgid, out: &mut Vec<u8>| wire::write_request(msgid, method, param, out);
+        self.call_on(&rpc, method, encode, |r: RpcResult<'_>| r.into_value()).await
     }
 
     /// Sends a `plugin.Step*` RPC.
-    pub(crate) async fn call_step(
+    pub(crate) async fn call_step<T>(
         &self,
         rpc: &Arc<RpcObject>,
         method: &str,
-        event_id: &Value,
+        packed_event_id: &[u8],
         data: &StepData,
-    ) -> Result<Value, Error> {
-        self.call_on(rpc, method, |msgid| wire::encode_step(msgid, method, event_id, data)).await
+        on_result: impl FnOnce(RpcResult<'_>) -> T,
+    ) -> Result<T, Error> {
+        self.call_on(rpc, method, |msgid, out| wire::write_step(msgid, method, packed_event_id, data, out), on_result)
+            .await
     }
 
-    pub(crate) async fn call_on(
+    /// Kong's `Rpc:call` on the RPC object `rpc`: `encode` writes the request for the msgid it
+    /// is given, `on_result` sees the result of a successful response before the connection
+    /// goes back to the pool (the result stays in the read buffer when the response has the
+    /// common shape; anything else is decoded and checked value by value).
+    pub(crate) async fn call_on<T>(
         &self,
         rpc: &Arc<RpcObject>,
         method: &str,
-        encode: impl FnOnce(u64) -> Vec<u8>,
-    ) -> Result<Value, Error> {
+        encode: impl FnOnce(u64, &mut Vec<u8>),
+        on_result: impl FnOnce(RpcResult<'_>) -> T,
+    ) -> Result<T, Error> {
         let msgid = rpc.next_msgid();
-        let bytes = encode(msgid);
         let mut conn = self.inner.pool.acquire().await?;
         self.inner.rpcs.fetch_add(1, Ordering::Relaxed);
-        if let Err(source) = conn.send(&bytes).await {
+        conn.out.clear();
+        encode(msgid, &mut conn.out);
+        if let Err(source) = conn.send_out().await {
             return Err(Error::Io { context: format!("sending {method}"), source });
         }
         loop {
-            let value = match conn.read_value(self.inner.read_timeout).await {
-                Ok(v) => v,
+            let frame = match conn.read_frame(self.inner.read_timeout).await {
+                Ok(frame) => frame,
                 Err(failure) => return Err(self.read_failure(conn, method, failure)),
             };
+            if frame.depth <= wire::FAST_PATH_DEPTH {
+                if let Some(result) = wire::ok_response_result(conn.frame(frame), msgid) {
+                    let value = on_result(RpcResult::Raw(result));
+                    conn.consume(frame);
+                    // Kong returns the connection before looking at the result.
+                    self.inner.pool.release(conn);
+                    return Ok(value);
+                }
+            }
+            let value = match rmpv::decode::read_value(&mut conn.frame(frame)) {
+                Ok(value) => value,
+                Err(e) => {
+                    let failure = ReadFailure::Invalid(e.to_string());
+                    return Err(self.read_failure(conn, method, failure));
+                }
+            };
+            conn.consume(frame);
             match wire::classify(value) {
                 Err(assert) => return Err(Error::Protocol(format!("{method}: {assert}"))),
                 Ok(Incoming::Notification { label, args }) => self.notification(rpc, &label, &args),
@@ -287,7 +330,7 @@ impl Kong {
                     // Kong returns the connection before looking at the error.
                     self.inner.pool.release(conn);
                     return match error {
-                        Value::Nil => Ok(result),
+                        Value::Nil => Ok(on_result(RpcResult::Value(result))),
                         Value::String(s) => Err(Error::Rpc {
                             method: method.to_string(),
                             message: String::from_utf8_lossy(s.as_bytes()).into_owned(),

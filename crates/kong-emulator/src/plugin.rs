@@ -7,7 +7,7 @@
 //! travels as cjson text with the metadata keys Kong injects (`__seq__`, `__key__`,
 //! `__plugin_id`, `route_id`, … and `__ws_id` on 3.9).
 
-use crate::kong::{Kong, KongVersion, RpcObject};
+use crate::kong::{Kong, KongVersion, RpcObject, RpcResult};
 use crate::error::Error;
 use parking_lot::Mutex;
 use rmpv::Value;
@@ -178,6 +178,11 @@ impl InstanceCache {
         self.entries.lock().get(plugin_id).cloned()
     }
 
+    /// The cached instance id of `plugin_id` if it was started with config `seq`.
+    fn current_id(&self, plugin_id: &str, seq: u64) -> Option<Value> {
+        self.entries.lock().get(plugin_id).filter(|e| e.seq == seq).map(|e| e.id.clone())
+    }
+
     pub(crate) fn clear(&self) {
         self.entries.lock().clear();
     }
@@ -207,10 +212,8 @@ impl Kong {
     /// of RPCs it took.
     pub(crate) async fn instance_id(&self, plugin: &Plugin, rpc: &Arc<RpcObject>) -> Result<(Value, usize), Error> {
         let cache = &self.inner.instances;
-        if let Some(entry) = cache.get(plugin.id()) {
-            if entry.seq == plugin.seq() {
-                return Ok((entry.id, 0));
-            }
+        if let Some(id) = cache.current_id(plugin.id(), plugin.seq()) {
+            return Ok((id, 0));
         }
         let _claim = plugin.inner.start_lock.lock().await;
         let old = cache.get(plugin.id());
@@ -225,9 +228,12 @@ impl Kong {
             (Value::from("Config"), Value::from(config)),
         ]);
         let status = self
-            .call_on(rpc, "plugin.StartInstance", |msgid| {
-                crate::wire::encode_request(msgid, "plugin.StartInstance", &param)
-            })
+            .call_on(
+                rpc,
+                "plugin.StartInstance",
+                |msgid, out| crate::wire::write_request(msgid, "plugin.StartInstance", &param, out),
+                |r: RpcResult<'_>| r.into_value(),
+            )
             .await
             .map_err(|e| Error::StartInstance { plugin: plugin.name().to_string(), source: Box::new(e) })?;
         // Kong reads only `Id`; a missing one becomes nil and is sent back as such.
@@ -240,9 +246,12 @@ impl Kong {
         if let Some(old) = old {
             // Errors are ignored: "maybe other thread closed it first".
             let _ = self
-                .call_on(rpc, "plugin.CloseInstance", |msgid| {
-                    crate::wire::encode_request(msgid, "plugin.CloseInstance", &old.id)
-                })
+                .call_on(
+                    rpc,
+                    "plugin.CloseInstance",
+                    |msgid, out| crate::wire::write_request(msgid, "plugin.CloseInstance", &old.id, out),
+                    |_: RpcResult<'_>| (),
+                )
                 .await;
             rpcs += 1;
         }

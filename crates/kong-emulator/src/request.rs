@@ -9,6 +9,7 @@
 
 use crate::headers::HeaderMap;
 use rmpv::Value;
+use std::borrow::Cow;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Who wrote a log line.
@@ -33,12 +34,12 @@ pub struct LogLine {
 #[derive(Debug, Clone)]
 pub struct Request {
     method: String,
-    scheme: String,
+    scheme: Cow<'static, str>,
     path: String,
     raw_query: String,
     client_headers: HeaderMap,
     headers: HeaderMap,
-    client_ip: String,
+    client_ip: Cow<'static, str>,
     forwarded_ip: Option<String>,
     body: Vec<u8>,
     start_time: f64,
@@ -62,12 +63,12 @@ impl Request {
             .unwrap_or(0.0);
         Request {
             method: method.into(),
-            scheme: "http".into(),
+            scheme: Cow::Borrowed("http"),
             path: path.into(),
             raw_query: String::new(),
             client_headers: HeaderMap::new(),
             headers: HeaderMap::new(),
-            client_ip: "127.0.0.1".into(),
+            client_ip: Cow::Borrowed("127.0.0.1"),
             forwarded_ip: None,
             body: Vec::new(),
             start_time,
@@ -98,7 +99,7 @@ impl Request {
     }
 
     pub fn with_client_ip(mut self, ip: impl Into<String>) -> Self {
-        self.client_ip = ip.into();
+        self.client_ip = Cow::Owned(ip.into());
         self
     }
 
@@ -109,7 +110,7 @@ impl Request {
     }
 
     pub fn with_scheme(mut self, scheme: impl Into<String>) -> Self {
-        self.scheme = scheme.into();
+        self.scheme = Cow::Owned(scheme.into());
         self
     }
 

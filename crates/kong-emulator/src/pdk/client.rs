@@ -7,7 +7,7 @@ use super::{lua_type, throw, Args, PdkContext, PdkOutcome};
 use crate::wire::StepData;
 use rmpv::Value;
 
-pub(super) fn authenticate(ctx: &mut PdkContext<'_>, args: &Args) -> Option<PdkOutcome> {
+pub(super) fn authenticate(ctx: &mut PdkContext<'_>, args: &mut Args) -> Option<PdkOutcome> {
     let (consumer, credential) = (args.get(0), args.get(1));
     if consumer.is_nil() && credential.is_nil() {
         return throw("either credential or consumer must be provided");
@@ -18,7 +18,8 @@ pub(super) fn authenticate(ctx: &mut PdkContext<'_>, args: &Args) -> Option<PdkO
     if !credential.is_nil() && !is_table(credential) {
         return throw(format!("credential must be a table or nil (got {})", lua_type(credential)));
     }
-    let keep = |v: &Value| (!v.is_nil()).then(|| v.clone());
+    let keep = |v: Value| (!v.is_nil()).then_some(v);
+    let (consumer, credential) = (args.take(0), args.take(1));
     ctx.req.authenticate(keep(consumer), keep(credential));
     Some(PdkOutcome::Return(StepData::Absent))
 }

@@ -12,11 +12,12 @@ pub(super) fn shared_get(ctx: &mut PdkContext<'_>, args: &Args) -> Option<PdkOut
     Some(PdkOutcome::Return(value.map(StepData::from).unwrap_or(StepData::Absent)))
 }
 
-pub(super) fn shared_set(ctx: &mut PdkContext<'_>, args: &Args) -> Option<PdkOutcome> {
+pub(super) fn shared_set(ctx: &mut PdkContext<'_>, args: &mut Args) -> Option<PdkOutcome> {
     if args.get(0).is_nil() {
         return throw("table index is nil");
     }
-    ctx.req.ctx_shared_raw_set(args.get(0).clone(), args.get(1).clone());
+    let (key, value) = (args.take(0), args.take(1));
+    ctx.req.ctx_shared_raw_set(key, value);
     nil()
 }
 
@@ -25,10 +26,11 @@ pub(super) fn ngx_get(ctx: &mut PdkContext<'_>, args: &Args) -> Option<PdkOutcom
     Some(PdkOutcome::Return(value.map(StepData::from).unwrap_or(StepData::Absent)))
 }
 
-pub(super) fn ngx_set(ctx: &mut PdkContext<'_>, args: &Args) -> Option<PdkOutcome> {
+pub(super) fn ngx_set(ctx: &mut PdkContext<'_>, args: &mut Args) -> Option<PdkOutcome> {
     if args.get(0).is_nil() {
         return throw("table index is nil");
     }
-    ctx.req.ngx_ctx_set(args.get(0).clone(), args.get(1).clone());
+    let (key, value) = (args.take(0), args.take(1));
+    ctx.req.ngx_ctx_set(key, value);
     nil()
 }

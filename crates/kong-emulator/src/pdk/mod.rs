@@ -41,7 +41,7 @@ pub(crate) struct PdkContext<'a> {
 
 /// Executes `method` with the step result's raw `Args`.
 pub(crate) fn call(ctx: &mut PdkContext<'_>, method: &str, args: Option<Value>) -> PdkOutcome {
-    let args = Args::spread(args);
+    let mut args = Args::spread(args);
     let outcome = match method {
         "kong.request.get_header" => request::get_header(ctx, &args),
         "kong.request.get_headers" => request::get_headers(ctx, &args),
@@ -55,21 +55,21 @@ pub(crate) fn call(ctx: &mut PdkContext<'_>, method: &str, args: Option<Value>) 
         "kong.request.get_raw_body" => Some(PdkOutcome::Return(StepData::Raw(ctx.req.body().to_vec()))),
         "kong.client.get_ip" => ret_str(ctx.req.client_ip()),
         "kong.client.get_forwarded_ip" => ret_str(ctx.req.forwarded_ip()),
-        "kong.client.authenticate" => client::authenticate(ctx, &args),
+        "kong.client.authenticate" => client::authenticate(ctx, &mut args),
         "kong.client.get_consumer" => ret_opt(ctx.req.consumer().cloned()),
         "kong.client.get_credential" => ret_opt(ctx.req.credential().cloned()),
-        "kong.service.request.set_header" => service::set_header(ctx, &args),
-        "kong.service.request.set_headers" => service::set_headers(ctx, &args),
-        "kong.service.request.add_header" => service::add_header(ctx, &args),
+        "kong.service.request.set_header" => service::set_header(ctx, &mut args),
+        "kong.service.request.set_headers" => service::set_headers(ctx, &mut args),
+        "kong.service.request.add_header" => service::add_header(ctx, &mut args),
         "kong.service.request.clear_header" => service::clear_header(ctx, &args),
         "kong.response.exit" => response::exit(ctx, &args),
         "kong.response.error" => response::error(ctx, &args),
         "kong.response.set_header" => response::set_header(ctx, &args),
         "kong.response.add_header" => response::add_header(ctx, &args),
         "kong.ctx.shared.get" => ctx::shared_get(ctx, &args),
-        "kong.ctx.shared.set" => ctx::shared_set(ctx, &args),
+        "kong.ctx.shared.set" => ctx::shared_set(ctx, &mut args),
         "kong.nginx.get_ctx" => ctx::ngx_get(ctx, &args),
-        "kong.nginx.set_ctx" => ctx::ngx_set(ctx, &args),
+        "kong.nginx.set_ctx" => ctx::ngx_set(ctx, &mut args),
         "kong.nginx.get_var" => nginx::get_var(ctx, &args),
         "kong.nginx.req_start_time" => Some(PdkOutcome::Return(Value::F64(ctx.req.start_time()).into())),
         "kong.router.get_route" => ret_opt(ctx.req.route().cloned()),
@@ -124,6 +124,11 @@ impl Args {
 
     pub(crate) fn all(&self) -> &[Value] {
         &self.0
+    }
+
+    /// Moves argument `i` out (leaving nil), for functions that keep or consume it.
+    pub(crate) fn take(&mut self, i: usize) -> Value {
+        self.0.get_mut(i).map(|v| std::mem::replace(v, Value::Nil)).unwrap_or(Value::Nil)
     }
 }
 

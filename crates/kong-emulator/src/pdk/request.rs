@@ -19,28 +19,47 @@ pub(super) fn get_header(ctx: &mut PdkContext<'_>, args: &Args) -> Option<PdkOut
     let Some(name) = as_bytes(args.get(0)) else {
         return throw("header name must be a string");
     };
-    let wanted = normalize(&String::from_utf8_lossy(name));
-    let values: Vec<&[u8]> = ctx
+    // `ngx.var.http_<name>`: case and `-`/`_` do not matter. (An invalid UTF-8 name is
+    // compared after lossy conversion, as text.)
+    let lossy;
+    let wanted: &[u8] = match std::str::from_utf8(name) {
+        Ok(_) => name,
+        Err(_) => {
+            lossy = String::from_utf8_lossy(name).into_owned();
+            lossy.as_bytes()
+        }
+    };
+    let mut values = ctx
         .req
         .upstream_headers()
         .lines()
         .iter()
-        .filter(|l| normalize(&l.name) == wanted)
-        .map(|l| l.value.as_slice())
-        .collect();
-    if values.is_empty() {
+        .filter(|l| same_variable(l.name.as_bytes(), wanted))
+        .map(|l| l.value.as_slice());
+    let Some(first) = values.next() else {
         return nil();
-    }
-    let joined = match (wanted.as_str(), ctx.version) {
-        ("cookie", _) => values.join(&b"; "[..]),
-        ("x_forwarded_for", _) | (_, KongVersion::V3_9) => values.join(&b", "[..]),
-        (_, KongVersion::V3_4) => values[0].to_vec(),
     };
+    let separator: &[u8] = if same_variable(wanted, b"cookie") {
+        b"; "
+    } else if same_variable(wanted, b"x_forwarded_for") || ctx.version == KongVersion::V3_9 {
+        b", "
+    } else {
+        // Kong 3.4: the first value.
+        return Some(PdkOutcome::Return(StepData::Value(lua_string(first))));
+    };
+    let mut joined = first.to_vec();
+    for value in values {
+        joined.extend_from_slice(separator);
+        joined.extend_from_slice(value);
+    }
     Some(PdkOutcome::Return(StepData::Value(lua_string(&joined))))
 }
 
-fn normalize(name: &str) -> String {
-    name.to_ascii_lowercase().replace('-', "_")
+/// Whether two header names are the same nginx variable `http_<name>` (ASCII case folded,
+/// `-` and `_` equivalent).
+fn same_variable(a: &[u8], b: &[u8]) -> bool {
+    let fold = |c: u8| if c == b'-' { b'_' } else { c.to_ascii_lowercase() };
+    a.len() == b.len() && a.iter().zip(b).all(|(&x, &y)| fold(x) == fold(y))
 }
 
 /// Validates the optional `max` argument (`max_headers`/`max_args`).

@@ -49,17 +49,49 @@ pub(super) fn header_values(name: &str, v: &Value, allow_array: bool) -> Result<
     }
 }
 
-pub(super) fn set_header(ctx: &mut PdkContext<'_>, args: &Args) -> Option<PdkOutcome> {
+pub(super) fn set_header(ctx: &mut PdkContext<'_>, args: &mut Args) -> Option<PdkOutcome> {
     let allow_array = ctx.version != KongVersion::V3_4;
-    let result = header_name(args.get(0)).and_then(|name| {
-        header_values(&name, args.get(1), allow_array).map(|values| (name, values))
+    let result = header_name_owned(args.take(0)).and_then(|name| {
+        header_values_owned(&name, args.take(1), allow_array).map(|values| (name, values))
     });
     match result {
         Ok((name, values)) => {
-            ctx.req.headers_mut().set(&name, values);
+            ctx.req.headers_mut().set_owned(name, values);
             nil()
         }
         Err(e) => throw(e),
+    }
+}
+
+/// [`header_name`] consuming the value (a valid string moves instead of being copied).
+fn header_name_owned(v: Value) -> Result<String, String> {
+    match v {
+        Value::String(s) if s.is_str() => Ok(s.into_str().unwrap_or_default()),
+        Value::Binary(b) => Ok(String::from_utf8(b).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())),
+        other => header_name(&other),
+    }
+}
+
+/// [`header_values`] consuming the value (strings move instead of being copied).
+fn header_values_owned(name: &str, v: Value, allow_array: bool) -> Result<Vec<Vec<u8>>, String> {
+    let scalar = |item: Value| match item {
+        Value::String(s) => Ok(s.into_bytes()),
+        Value::Binary(b) => Ok(b),
+        Value::Boolean(_) | Value::Integer(_) | Value::F32(_) | Value::F64(_) => Ok(tostring(&item)),
+        other => Err(other),
+    };
+    match v {
+        Value::Array(items) if allow_array => items
+            .into_iter()
+            .map(|item| {
+                scalar(item).map_err(|bad| {
+                    format!("invalid header value in array \"{name}\": got {}, expected string", lua_type(&bad))
+                })
+            })
+            .collect(),
+        v @ (Value::String(_) | Value::Binary(_) | Value::Boolean(_) | Value::Integer(_) | Value::F32(_)
+        | Value::F64(_)) => Ok(vec![scalar(v).unwrap_or_default()]),
+        other => header_values(name, &other, allow_array),
     }
 }
 
@@ -86,11 +118,11 @@ pub(super) fn header_table(v: &Value) -> Result<Vec<HeaderValues>, String> {
         .collect()
 }
 
-pub(super) fn set_headers(ctx: &mut PdkContext<'_>, args: &Args) -> Option<PdkOutcome> {
-    match header_table(args.get(0)) {
+pub(super) fn set_headers(ctx: &mut PdkContext<'_>, args: &mut Args) -> Option<PdkOutcome> {
+    match header_table_owned(args.take(0)) {
         Ok(headers) => {
             for (name, values) in headers {
-                ctx.req.headers_mut().set(&name, values);
+                ctx.req.headers_mut().set_owned(name, values);
             }
             nil()
         }
@@ -98,10 +130,27 @@ pub(super) fn set_headers(ctx: &mut PdkContext<'_>, args: &Args) -> Option<PdkOu
     }
 }
 
-pub(super) fn add_header(ctx: &mut PdkContext<'_>, args: &Args) -> Option<PdkOutcome> {
+/// [`header_table`] consuming the table.
+fn header_table_owned(v: Value) -> Result<Vec<HeaderValues>, String> {
+    let entries = match v {
+        Value::Map(entries) => entries,
+        Value::Array(items) if items.is_empty() => Vec::new(),
+        other => return header_table(&other),
+    };
+    entries
+        .into_iter()
+        .map(|(k, v)| {
+            let name = header_name_owned(k)?;
+            let values = header_values_owned(&name, v, true)?;
+            Ok((name, values))
+        })
+        .collect()
+}
+
+pub(super) fn add_header(ctx: &mut PdkContext<'_>, args: &mut Args) -> Option<PdkOutcome> {
     let allow_array = ctx.version != KongVersion::V3_4;
-    let result = header_name(args.get(0)).and_then(|name| {
-        header_values(&name, args.get(1), allow_array).map(|values| (name, values))
+    let result = header_name_owned(args.take(0)).and_then(|name| {
+        header_values_owned(&name, args.take(1), allow_array).map(|values| (name, values))
     });
     match result {
         Ok((name, values)) => {
