@@ -337,6 +337,14 @@ async fn key_in_query_costs_one_read_more_and_is_hidden() {
         [GET_HEADER, "kong.request.get_query_arg", SET_HEADERS, CTX_SET, "kong.service.request.clear_query_arg"]
     );
     assert_eq!(req.upstream_header("x-account-id").as_deref(), Some(ACCOUNT_ACME));
+    assert_eq!(req.raw_query(), "page=2", "the key is removed from the upstream query, the rest kept");
+
+    let keep = env.plugin(json!({"key_names": ["apikey"], "key_in_query": true, "hide_credentials": false}));
+    let req = Request::new("GET", "/v1/messages").with_query(format!("apikey={KEY_ALICE}&page=2"));
+    let (outcome, req) = run(&env.kong, &keep, req).await;
+    assert_eq!(status(&outcome), 200);
+    assert_eq!(calls(&outcome), [GET_HEADER, "kong.request.get_query_arg", SET_HEADERS, CTX_SET]);
+    assert_eq!(req.raw_query(), format!("apikey={KEY_ALICE}&page=2"), "hide_credentials: false keeps the key");
 
     let req = Request::new("GET", "/v1/messages").with_header("apikey", KEY_ALICE).with_query(format!("apikey={KEY_GLOBEX}"));
     let (outcome, _) = run(&env.kong, &plugin, req).await;
@@ -354,6 +362,7 @@ async fn key_in_query_costs_one_read_more_and_is_hidden() {
     assert_eq!(status(&outcome), 200);
     assert_eq!(&calls(&outcome)[..2], [GET_HEADERS, "kong.request.get_query"]);
     assert_eq!(req.upstream_header("x-account-id").as_deref(), Some(ACCOUNT_GLOBEX));
+    assert_eq!(req.raw_query(), "");
     env.assert_no_key_logged();
 }
 

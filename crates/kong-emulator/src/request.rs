@@ -241,6 +241,10 @@ impl Request {
     pub(crate) fn headers_mut(&mut self) -> &mut HeaderMap {
         &mut self.headers
     }
+    /// The query proxied upstream (`ngx.var.args`), which `kong.request.get_query*` also read.
+    pub(crate) fn set_raw_query(&mut self, raw_query: String) {
+        self.raw_query = raw_query;
+    }
     pub(crate) fn response_headers_mut(&mut self) -> &mut HeaderMap {
         &mut self.response_headers
     }

@@ -62,6 +62,7 @@ pub(crate) fn call(ctx: &mut PdkContext<'_>, method: &str, args: Option<Value>) 
         "kong.service.request.set_headers" => service::set_headers(ctx, &mut args),
         "kong.service.request.add_header" => service::add_header(ctx, &mut args),
         "kong.service.request.clear_header" => service::clear_header(ctx, &args),
+        "kong.service.request.clear_query_arg" => service::clear_query_arg(ctx, &args),
         "kong.response.exit" => response::exit(ctx, &args),
         "kong.response.error" => response::error(ctx, &args),
         "kong.response.set_header" => response::set_header(ctx, &args),

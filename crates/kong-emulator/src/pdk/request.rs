@@ -122,7 +122,7 @@ fn parse_query(raw: &str, max: usize) -> Vec<QueryArg> {
         .collect()
 }
 
-fn unescape(s: &str) -> Vec<u8> {
+pub(super) fn unescape(s: &str) -> Vec<u8> {
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;

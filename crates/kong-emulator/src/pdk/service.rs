@@ -1,5 +1,5 @@
-//! `kong.service.request.*` header setters: they rewrite the request's header list
-//! (`ngx.req.set_header`), which is what nginx proxies upstream.
+//! `kong.service.request.*` setters: they rewrite the request's header list
+//! (`ngx.req.set_header`) and query (`ngx.var.args`), which is what nginx proxies upstream.
 //!
 //! Validation follows Kong's `checks.validate_header(s)`: names must be strings; values may
 //! be strings, numbers or booleans (converted with `tostring`) or, where accepted, arrays of
@@ -172,4 +172,26 @@ pub(super) fn clear_header(ctx: &mut PdkContext<'_>, args: &Args) -> Option<PdkO
         }
         None => throw(format!("header name must be a string (got {})", lua_type(args.get(0)))),
     }
+}
+
+/// `kong.service.request.clear_query_arg(name)`: removes every occurrence of the argument
+/// (its name compared after percent-decoding) from the query proxied upstream and keeps the
+/// others in order. Later `kong.request.get_query*` calls see the change too (both read
+/// `ngx.var.args`).
+pub(super) fn clear_query_arg(ctx: &mut PdkContext<'_>, args: &Args) -> Option<PdkOutcome> {
+    let Some(name) = as_bytes(args.get(0)) else {
+        return throw(format!("query argument name must be a string (got {})", lua_type(args.get(0))));
+    };
+    let kept: Vec<&str> = ctx
+        .req
+        .raw_query()
+        .split('&')
+        .filter(|part| {
+            let key = part.split_once('=').map_or(*part, |(k, _)| k);
+            super::request::unescape(key) != name
+        })
+        .collect();
+    let query = kept.join("&");
+    ctx.req.set_raw_query(query);
+    nil()
 }
