@@ -74,12 +74,12 @@ pub async fn serve(stream: &mut UnixStream, registry: Registry, limits: &Limits)
         let _busy = registry.busy_guard();
         let (msgid, result) = match incoming {
             Ok((msgid, method)) => {
-                let result = match method {
-                    Ok(method) => dispatch(&registry, method).await,
-                    Err(message) => Err(RpcError { kind: "bad_request", message }),
+                let (name, result) = match method {
+                    Ok(method) => (method.name(), dispatch(&registry, method).await),
+                    Err(message) => ("unparsed", Err(RpcError { kind: "bad_request", message })),
                 };
                 let result = result.map_err(|e| {
-                    tracing::debug!(kind = e.kind, "rpc error: {}", e.message);
+                    tracing::debug!(method = name, kind = e.kind, "rpc error: {}", e.message);
                     metrics::global().rpc_errors.get_or_create(&KindLabels { kind: e.kind }).inc();
                     e.message
                 });

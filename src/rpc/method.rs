@@ -25,6 +25,21 @@ pub enum Method {
 }
 
 impl Method {
+    /// The method's name for logs (every `plugin.Step*` alias is `plugin.Step`).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Method::StartInstance { .. } => "plugin.StartInstance",
+            Method::CloseInstance { .. } => "plugin.CloseInstance",
+            Method::HandleEvent { .. } => "plugin.HandleEvent",
+            Method::Step { .. } => "plugin.Step",
+            Method::StepError { .. } => "plugin.StepError",
+            Method::GetPluginInfo { .. } => "plugin.GetPluginInfo",
+            Method::GetStatus => "plugin.GetStatus",
+            Method::InstanceStatus { .. } => "plugin.InstanceStatus",
+            Method::AdvanceClock { .. } => "plugin.GhasiTestAdvanceClock",
+        }
+    }
+
     /// Parses `method` with its single parameter; the error text goes back to Kong verbatim.
     pub fn parse(method: &str, mut param: Value) -> Result<Method, String> {
         let bad = |what: &str| format!("{method}: {what}");
