@@ -15,7 +15,6 @@ use kong_emulator::{EventOutcome, Kong, KongVersion, Plugin, PluginSpec, Request
 use serde_json::{json, Value as Json};
 
 const PLUGIN: &str = "ghasi-api-key-lookup";
-const GET_HEADER: &str = "kong.request.get_header";
 const GET_HEADERS: &str = "kong.request.get_headers";
 const SET_HEADERS: &str = "kong.service.request.set_headers";
 const CTX_SET: &str = "kong.ctx.shared.set";
@@ -151,7 +150,7 @@ async fn a_valid_key_goes_upstream_with_the_identity_in_three_pdk_calls() {
     let req = with_key(KEY_ALICE).with_header("X-Account-Id", "acc_spoofed").with_header("X-Other", "kept");
     let (outcome, req) = run(&env.kong, &plugin, req).await;
     assert_eq!(status(&outcome), 200);
-    assert_eq!(calls(&outcome), [GET_HEADER, SET_HEADERS, CTX_SET]);
+    assert_eq!(calls(&outcome), [GET_HEADERS, SET_HEADERS, CTX_SET]);
     assert_eq!(req.upstream_header("x-account-id").as_deref(), Some(ACCOUNT_ACME));
     assert_eq!(req.upstream_headers().get_all("x-account-id").len(), 1, "the spoofed value is overwritten");
     assert_eq!(req.upstream_header("x-user-id").as_deref(), Some(USER_ALICE));
@@ -164,7 +163,7 @@ async fn a_valid_key_goes_upstream_with_the_identity_in_three_pdk_calls() {
 
     // Cache hit: the same three calls, no second lookup.
     let (outcome, _) = ask(&env, &plugin, KEY_ALICE).await;
-    assert_eq!((status(&outcome), calls(&outcome)), (200, vec![GET_HEADER, SET_HEADERS, CTX_SET]));
+    assert_eq!((status(&outcome), calls(&outcome)), (200, vec![GET_HEADERS, SET_HEADERS, CTX_SET]));
     assert_eq!(env.auth.lookups(), 1);
     env.assert_no_key_logged();
 }
@@ -189,7 +188,7 @@ async fn hide_credentials_false_keeps_the_key_and_set_kong_consumer_authenticate
     let plugin = env.plugin(json!({"hide_credentials": false, "set_kong_consumer": true}));
     let (outcome, req) = ask(&env, &plugin, KEY_ALICE).await;
     assert_eq!(status(&outcome), 200);
-    assert_eq!(calls(&outcome), [GET_HEADER, SET_HEADERS, CTX_SET, "kong.client.authenticate"]);
+    assert_eq!(calls(&outcome), [GET_HEADERS, SET_HEADERS, CTX_SET, "kong.client.authenticate"]);
     assert_eq!(req.upstream_header("x-api-key").as_deref(), Some(KEY_ALICE));
     let consumer = req.consumer().expect("a virtual consumer");
     let field = |name: &str| {
@@ -227,7 +226,7 @@ async fn missing_unknown_revoked_expired_and_suspended_keys_are_refused_in_two_p
     let plugin = env.plugin(json!({}));
     let (outcome, _) = run(&env.kong, &plugin, Request::new("GET", "/v1/messages")).await;
     assert_refused(&outcome, 401, "credential_missing");
-    assert_eq!(calls(&outcome), [GET_HEADER, EXIT]);
+    assert_eq!(calls(&outcome), [GET_HEADERS, EXIT]);
     let exit = outcome.exit.as_ref().expect("exit");
     assert_eq!(exit.header("www-authenticate").as_deref(), Some(r#"ApiKey realm="ghasi""#));
     assert_eq!(env.auth.lookups(), 0);
@@ -238,7 +237,7 @@ async fn missing_unknown_revoked_expired_and_suspended_keys_are_refused_in_two_p
     for key in [KEY_UNKNOWN, KEY_REVOKED, KEY_EXPIRED, KEY_SUSPENDED] {
         let (outcome, req) = ask(&env, &plugin, key).await;
         assert_refused(&outcome, 401, "credential_invalid");
-        assert_eq!(calls(&outcome), [GET_HEADER, EXIT], "{key}");
+        assert_eq!(calls(&outcome), [GET_HEADERS, EXIT], "{key}");
         let exit = outcome.exit.as_ref().expect("exit");
         assert_eq!(exit.header("www-authenticate").as_deref(), Some(r#"ApiKey realm="ghasi""#));
         assert!(groups(&req).is_none(), "nothing published for a refused key");
@@ -262,12 +261,21 @@ async fn different_keys_are_ambiguous_and_identical_duplicates_are_not() {
     assert_eq!(calls(&outcome), [GET_HEADERS, SET_HEADERS, CTX_SET]);
     assert!(!req.upstream_headers().contains("x-api-key") && !req.upstream_headers().contains("apikey"));
 
-    // One key name: a repeated header reaches get_header joined ("a, b") on Kong 3.9.
+    // One key name: Kong's get_header would answer only the first of repeated headers (on
+    // 3.4 and 3.9 alike), so the plugin reads them all: two different values are ambiguous,
+    // whatever the order, and no copy of either goes upstream.
     let one_name = env.plugin(json!({}));
-    let (outcome, _) = run(&env.kong, &one_name, with_key(KEY_ALICE).with_header("X-API-Key", KEY_GLOBEX)).await;
-    assert_refused(&outcome, 401, "credential_ambiguous");
-    let (outcome, _) = run(&env.kong, &one_name, with_key(KEY_ALICE).with_header("X-API-Key", KEY_ALICE)).await;
+    for kong in [&env.kong, &Kong::builder(env.server.socket()).version(KongVersion::V3_4).build()] {
+        let plugin = kong.plugin(PLUGIN, env.config(json!({})));
+        for (first, second) in [(KEY_ALICE, KEY_GLOBEX), (KEY_UNKNOWN, KEY_ALICE)] {
+            let (outcome, _) = run(kong, &plugin, with_key(first).with_header("X-API-Key", second)).await;
+            assert_refused(&outcome, 401, "credential_ambiguous");
+            assert_eq!(calls(&outcome), [GET_HEADERS, EXIT], "the common path's one read");
+        }
+    }
+    let (outcome, req) = run(&env.kong, &one_name, with_key(KEY_ALICE).with_header("X-API-Key", KEY_ALICE)).await;
     assert_eq!(status(&outcome), 200);
+    assert!(!req.upstream_headers().contains("x-api-key"), "every copy of the key is removed");
     assert_eq!(env.auth.lookups(), 1, "ambiguous requests never reach auth-service");
     env.assert_no_key_logged();
 }
@@ -303,7 +311,7 @@ async fn credential_optional_passes_a_keyless_request_without_client_identity() 
     }
     let (outcome, req) = run(&env.kong, &plugin, req).await;
     assert_eq!(status(&outcome), 200);
-    assert_eq!(calls(&outcome), [GET_HEADER, CTX_GET, SET_HEADERS]);
+    assert_eq!(calls(&outcome), [GET_HEADERS, CTX_GET, SET_HEADERS]);
     for h in IDENTITY_HEADERS {
         assert!(!req.upstream_headers().contains(h), "{h} reached the upstream");
     }
@@ -319,51 +327,83 @@ async fn credential_optional_passes_a_keyless_request_without_client_identity() 
     req.ctx_shared_set("authenticated_groups", Value::Array(vec![Value::from("ghasi-authenticated")]));
     let (outcome, req) = run(&env.kong, &plugin, req).await;
     assert_eq!(status(&outcome), 200);
-    assert_eq!(calls(&outcome), [GET_HEADER, CTX_GET]);
+    assert_eq!(calls(&outcome), [GET_HEADERS, CTX_GET]);
     assert_eq!(req.upstream_header("x-account-id").as_deref(), Some(ACCOUNT_GLOBEX));
 }
 
 // ---- keys in the query ------------------------------------------------------------------------
 
+const GET_RAW_QUERY: &str = "kong.request.get_raw_query";
+const SET_RAW_QUERY: &str = "kong.service.request.set_raw_query";
+
+fn query(raw: String) -> Request {
+    Request::new("GET", "/v1/messages").with_query(raw)
+}
+
 #[tokio::test]
-async fn key_in_query_costs_one_read_more_and_is_hidden() {
+async fn key_in_query_costs_one_read_more_and_is_hidden_on_every_kong_version() {
     let env = Env::start().await;
-    let plugin = env.plugin(json!({"key_names": ["apikey"], "key_in_query": true}));
-    let req = Request::new("GET", "/v1/messages").with_query(format!("apikey={KEY_ALICE}&page=2"));
-    let (outcome, req) = run(&env.kong, &plugin, req).await;
-    assert_eq!(status(&outcome), 200);
-    assert_eq!(
-        calls(&outcome),
-        [GET_HEADER, "kong.request.get_query_arg", SET_HEADERS, CTX_SET, "kong.service.request.clear_query_arg"]
-    );
-    assert_eq!(req.upstream_header("x-account-id").as_deref(), Some(ACCOUNT_ACME));
-    assert_eq!(req.raw_query(), "page=2", "the key is removed from the upstream query, the rest kept");
+    let v3_4 = Kong::builder(env.server.socket()).version(KongVersion::V3_4).build();
+    for kong in [&env.kong, &v3_4] {
+        let plugin = kong.plugin(PLUGIN, env.config(json!({"key_names": ["apikey"], "key_in_query": true})));
+        // Whatever the case or encoding of the name, the key authenticates *and* is removed:
+        // matching and removal use one parser, and PDK functions every Kong 3.x has.
+        for (raw, rest) in [
+            (format!("apikey={KEY_ALICE}&page=2"), "page=2"),
+            (format!("page=2&APIKEY={KEY_ALICE}"), "page=2"),
+            (format!("ApiKey={KEY_ALICE}&q=a%20b&apikey={KEY_ALICE}"), "q=a%20b"),
+            (format!("api%4Bey={KEY_ALICE}"), ""),
+        ] {
+            let (outcome, req) = run(kong, &plugin, query(raw.clone())).await;
+            assert_eq!(status(&outcome), 200, "{raw}");
+            assert_eq!(calls(&outcome), [GET_HEADERS, GET_RAW_QUERY, SET_HEADERS, CTX_SET, SET_RAW_QUERY], "{raw}");
+            assert_eq!(req.upstream_header("x-account-id").as_deref(), Some(ACCOUNT_ACME));
+            assert_eq!(req.raw_query(), rest, "{raw}: the key is removed upstream, the rest kept as sent");
+            assert!(!req.logs().iter().any(|l| l.message.contains("could not find pdk method")), "{raw}");
+        }
+        // A repeated query key with different values is ambiguous, as is header + query.
+        let (outcome, _) = run(kong, &plugin, query(format!("apikey={KEY_ALICE}&apikey={KEY_GLOBEX}"))).await;
+        assert_refused(&outcome, 401, "credential_ambiguous");
+        let req = Request::new("GET", "/v1/messages").with_header("apikey", KEY_ALICE).with_query(format!("APIKEY={KEY_GLOBEX}"));
+        assert_refused(&run(kong, &plugin, req).await.0, 401, "credential_ambiguous");
+        // No key-named argument: nothing to send back.
+        let req = Request::new("GET", "/v1/messages").with_header("apikey", KEY_ALICE).with_query("page=2");
+        let (outcome, req) = run(kong, &plugin, req).await;
+        assert_eq!(calls(&outcome), [GET_HEADERS, GET_RAW_QUERY, SET_HEADERS, CTX_SET]);
+        assert_eq!(req.raw_query(), "page=2");
+    }
 
     let keep = env.plugin(json!({"key_names": ["apikey"], "key_in_query": true, "hide_credentials": false}));
-    let req = Request::new("GET", "/v1/messages").with_query(format!("apikey={KEY_ALICE}&page=2"));
-    let (outcome, req) = run(&env.kong, &keep, req).await;
+    let (outcome, req) = run(&env.kong, &keep, query(format!("apikey={KEY_ALICE}&page=2"))).await;
     assert_eq!(status(&outcome), 200);
-    assert_eq!(calls(&outcome), [GET_HEADER, "kong.request.get_query_arg", SET_HEADERS, CTX_SET]);
+    assert_eq!(calls(&outcome), [GET_HEADERS, GET_RAW_QUERY, SET_HEADERS, CTX_SET]);
     assert_eq!(req.raw_query(), format!("apikey={KEY_ALICE}&page=2"), "hide_credentials: false keeps the key");
 
-    let req = Request::new("GET", "/v1/messages").with_header("apikey", KEY_ALICE).with_query(format!("apikey={KEY_GLOBEX}"));
-    let (outcome, _) = run(&env.kong, &plugin, req).await;
-    assert_refused(&outcome, 401, "credential_ambiguous");
-
     let header_only = env.plugin(json!({"key_names": ["apikey"]}));
-    let req = Request::new("GET", "/v1/messages").with_query(format!("apikey={KEY_ALICE}"));
-    let (outcome, _) = run(&env.kong, &header_only, req).await;
+    let (outcome, _) = run(&env.kong, &header_only, query(format!("apikey={KEY_ALICE}"))).await;
     assert_refused(&outcome, 401, "credential_missing");
-    assert_eq!(calls(&outcome), [GET_HEADER, EXIT], "no query read without key_in_query");
-
-    let two = env.plugin(json!({"key_names": ["apikey", "key"], "key_in_query": true}));
-    let req = Request::new("GET", "/v1/messages").with_query(format!("key={KEY_GLOBEX}"));
-    let (outcome, req) = run(&env.kong, &two, req).await;
-    assert_eq!(status(&outcome), 200);
-    assert_eq!(&calls(&outcome)[..2], [GET_HEADERS, "kong.request.get_query"]);
-    assert_eq!(req.upstream_header("x-account-id").as_deref(), Some(ACCOUNT_GLOBEX));
-    assert_eq!(req.raw_query(), "");
+    assert_eq!(calls(&outcome), [GET_HEADERS, EXIT], "no query read without key_in_query");
     env.assert_no_key_logged();
+}
+
+#[tokio::test]
+async fn the_emulator_answers_a_pdk_method_kong_3_4_lacks_as_kong_does() {
+    // The emulator must show this class of bug: `clear_query_arg` is 3.9+; on 3.4 Kong logs
+    // "could not find pdk method" and answers the Step as if the call returned nothing.
+    let env = Env::start().await;
+    let v3_4 = Kong::builder(env.server.socket()).version(KongVersion::V3_4).build();
+    for (kong, exists) in [(&env.kong, true), (&v3_4, false)] {
+        let plugin = kong.plugin("ghasi-test-script", json!({"steps": [
+            {"call": "kong.service.request.clear_query_arg", "args": ["apikey"]},
+            {"call": "kong.service.request.set_header", "args": ["x-after", "1"]}
+        ]}));
+        let (outcome, req) = run(kong, &plugin, query("apikey=k&page=2".into())).await;
+        assert!(outcome.continues(), "{:?}", outcome.abandoned);
+        let missing = req.logs().iter().any(|l| l.message.contains("could not find pdk method: kong.service.request.clear_query_arg"));
+        assert_eq!(missing, !exists);
+        assert_eq!(req.raw_query(), if exists { "page=2" } else { "apikey=k&page=2" });
+        assert_eq!(req.upstream_header("x-after").as_deref(), Some("1"), "the event goes on after a nil answer");
+    }
 }
 
 // ---- auth-service trouble ------------------------------------------------------------------
@@ -373,7 +413,7 @@ fn assert_unavailable(outcome: &EventOutcome) {
     let exit = outcome.exit.as_ref().expect("exit");
     let retry_after: u64 = exit.header("retry-after").expect("Retry-After").parse().expect("Retry-After seconds");
     assert!((1..=5).contains(&retry_after), "Retry-After {retry_after}");
-    assert_eq!(calls(outcome), [GET_HEADER, EXIT]);
+    assert_eq!(calls(outcome), [GET_HEADERS, EXIT]);
 }
 
 #[tokio::test]
@@ -552,6 +592,110 @@ async fn stale_if_error_serves_a_valid_verdict_only_while_auth_service_is_unavai
     assert!(env.server.logs().contains("stale"));
 }
 
+#[tokio::test]
+async fn a_refused_service_token_is_a_503_never_an_invalid_key() {
+    // auth-service answers 401 when *our* service_token is wrong or rotated: that says
+    // nothing about the customer's key, so it must not be cached as "invalid".
+    let args = vec!["--metrics-listen".to_owned(), "127.0.0.1:0".to_owned()];
+    let env = Env::start_with(common::Options { args, ..Default::default() }).await;
+    let wrong = env.plugin(json!({"service_token": "rotated-away"}));
+    for i in 0..3 {
+        let (outcome, req) = ask(&env, &wrong, KEY_ALICE).await;
+        assert_unavailable(&outcome);
+        assert!(groups(&req).is_none());
+        assert_eq!(env.auth.lookups(), i + 1, "never cached: every request asks again");
+    }
+    // Fixing the token (e.g. the vault reference resolves anew) works at once: nothing stale.
+    let right = env.plugin(json!({}));
+    assert_eq!(status(&ask(&env, &right, KEY_ALICE).await.0), 200);
+    let logs = env.server.logs();
+    let errors: Vec<&str> = logs.lines().filter(|l| l.contains("refused the service_token")).collect();
+    assert_eq!(errors.len(), 1, "one rate-limited error line for three refusals:\n{logs}");
+    assert!(errors[0].contains("ERROR"), "{}", errors[0]);
+    assert!(!logs.contains("rotated-away"), "the token is never logged");
+    let (_, metrics) = common::http::get(&env.metrics_addr(), "/metrics");
+    let refused = [r#"target="auth_service""#, r#"kind="service_token_refused""#];
+    assert_eq!(common::http::sample(&metrics, "ghasi_upstream_failures_total", &refused), Some(3.0), "{metrics}");
+    env.assert_no_key_logged();
+}
+
+// ---- reserved headers ----------------------------------------------------------------------
+
+/// Kong's consumer and credential headers (kong/constants.lua), which upstreams written for
+/// Kong trust, plus our identity headers.
+const KONG_CONSUMER_HEADERS: [&str; 7] = [
+    "X-Consumer-ID",
+    "X-Consumer-Custom-ID",
+    "X-Consumer-Groups",
+    "X-Anonymous-Consumer",
+    "X-Authenticated-Groups",
+    "X-Authenticated-Scope",
+    "X-Authenticated-Userid",
+];
+
+fn spoofing(mut req: Request, extra: &[&str]) -> Request {
+    for h in KONG_CONSUMER_HEADERS.iter().chain(extra) {
+        req = req.with_header(*h, "spoofed");
+    }
+    req
+}
+
+#[tokio::test]
+async fn no_client_sent_consumer_header_reaches_the_upstream_on_any_path() {
+    let env = Env::start().await;
+    let plugin = env.plugin(json!({"extra_reserved_headers": ["X-Tenant-Id"], "credential_optional": true}));
+    for kong in [&env.kong, &Kong::builder(env.server.socket()).version(KongVersion::V3_4).build()] {
+        let plugin = kong.plugin(PLUGIN, plugin.config());
+        // Success: still one set_headers, which writes ours and removes the rest.
+        let (outcome, req) = run(kong, &plugin, spoofing(with_key(KEY_ALICE), &["x-tenant-id"])).await;
+        assert_eq!(status(&outcome), 200);
+        assert_eq!(calls(&outcome), [GET_HEADERS, SET_HEADERS, CTX_SET]);
+        // Optional credential, no key: removed as well.
+        let (outcome, anonymous) = run(kong, &plugin, spoofing(Request::new("GET", "/v1/messages"), &["X-Tenant-Id"])).await;
+        assert_eq!(status(&outcome), 200);
+        assert_eq!(calls(&outcome), [GET_HEADERS, CTX_GET, SET_HEADERS]);
+        for req in [&req, &anonymous] {
+            for h in KONG_CONSUMER_HEADERS.iter().chain(&["x-tenant-id"]) {
+                assert!(!req.upstream_headers().contains(&h.to_ascii_lowercase()), "{h} reached the upstream");
+            }
+        }
+        assert_eq!(req.upstream_header("x-account-id").as_deref(), Some(ACCOUNT_ACME));
+    }
+    // Reject mode refuses any of them.
+    let reject = env.plugin(json!({"on_spoofed_identity_header": "reject", "extra_reserved_headers": ["X-Tenant-Id"]}));
+    for h in KONG_CONSUMER_HEADERS.iter().chain(&["X-Tenant-Id"]) {
+        let (outcome, _) = run(&env.kong, &reject, with_key(KEY_ALICE).with_header(*h, "spoofed")).await;
+        assert_refused(&outcome, 400, "spoofed_identity_header");
+    }
+}
+
+// ---- hostile configs ----------------------------------------------------------------------
+
+#[tokio::test]
+async fn hostile_configs_are_refused_naming_the_field_without_echoing_it() {
+    let env = Env::start().await;
+    let huge = format!("http://{}.example", "a".repeat(4 << 20));
+    let huge_token = "t".repeat(4 << 20);
+    let cases = [
+        (json!({"auth_service_url": huge}), "field 'auth_service_url'"),
+        (json!({"auth_service_url": env.auth.url(), "service_token": huge_token}), "field 'service_token'"),
+        (json!({"auth_service_url": env.auth.url(), "lookup_path": "/verify\r\nX-Evil: 1"}), "field 'lookup_path'"),
+        (json!({"auth_service_url": format!("{}\n", env.auth.url())}), "field 'auth_service_url'"),
+        (json!({"auth_service_url": env.auth.url(), "key_names": ["x-api-key;x"]}), "field 'key_names'"),
+        (json!({"auth_service_url": env.auth.url(), "extra_reserved_headers": ["a\u{0}b"]}), "field 'extra_reserved_headers'"),
+        (json!({"auth_service_url": env.auth.url(), "authenticated_group": "g".repeat(100_000)}), "field 'authenticated_group'"),
+    ];
+    for (config, wanted) in cases {
+        let plugin = env.kong.plugin(PLUGIN, config.clone());
+        let err = env.kong.run_event(&plugin, "access", &mut with_key(KEY_ALICE)).await.expect_err("StartInstance must fail");
+        let message = err.rpc_message().unwrap_or_else(|| panic!("not a server error: {err}")).to_string();
+        assert!(message.contains(wanted), "{message:?} lacks {wanted:?}");
+        assert!(message.len() < 400, "the error does not echo the value: {} bytes", message.len());
+    }
+    // The server is unharmed.
+    assert_eq!(status(&ask(&env, &env.plugin(json!({})), KEY_ALICE).await.0), 200);
+}
+
 // ---- config -------------------------------------------------------------------------------
 
 #[tokio::test]
@@ -636,7 +780,7 @@ async fn kong_3_4_gets_the_same_answers() {
     let req = with_key(KEY_ALICE).with_header("X-Credential-Identifier", "spoofed");
     let (outcome, req) = run(&kong, &plugin, req).await;
     assert_eq!(status(&outcome), 200);
-    assert_eq!(calls(&outcome), [GET_HEADER, SET_HEADERS, CTX_SET]);
+    assert_eq!(calls(&outcome), [GET_HEADERS, SET_HEADERS, CTX_SET]);
     assert_eq!(req.upstream_header("x-credential-identifier").as_deref(), Some(KEY_ID_ALICE));
     assert!(!req.upstream_headers().contains("x-api-key"));
     let (outcome, _) = run(&kong, &plugin, with_key(KEY_REVOKED)).await;

@@ -71,6 +71,13 @@ impl Request<'_> {
         }
     }
 
+    /// `kong.request.get_raw_query()`: the query string as the client sent it (`""` if none).
+    /// Bytes, not text: nginx passes raw non-UTF-8 bytes of a URL on as they are.
+    pub async fn get_raw_query(&mut self) -> Result<Vec<u8>, PdkError> {
+        let v = self.0.call("kong.request.get_raw_query", vec![]).await?;
+        Ok(string_or_nil("kong.request.get_raw_query", v)?.unwrap_or_default())
+    }
+
     /// `kong.request.get_method()`.
     pub async fn get_method(&mut self) -> Result<String, PdkError> {
         let v = self.0.call("kong.request.get_method", vec![]).await?;

@@ -45,6 +45,18 @@ impl ServiceRequest<'_> {
         Ok(())
     }
 
+    /// `kong.service.request.set_raw_query(query)`: the query string sent upstream (every
+    /// Kong 3.x has it; `clear_query_arg` only 3.9+).
+    pub async fn set_raw_query(&mut self, query: &[u8]) -> Result<(), PdkError> {
+        let query = match std::str::from_utf8(query) {
+            Ok(text) => Value::from(text),
+            // A Lua string either way; bin keeps bytes that are not UTF-8 intact.
+            Err(_) => Value::from(query),
+        };
+        self.0.call("kong.service.request.set_raw_query", vec![query]).await?;
+        Ok(())
+    }
+
     /// `kong.service.request.set_header(name, value)`.
     pub async fn set_header(&mut self, name: &str, value: &str) -> Result<(), PdkError> {
         self.0.call("kong.service.request.set_header", vec![Value::from(name), Value::from(value)]).await?;

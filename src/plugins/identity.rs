@@ -7,14 +7,86 @@
 //! `kong.ctx.shared.set("authenticated_groups", …)` feeds the fail-closed acl guard; and,
 //! only with `set_kong_consumer`, one `kong.client.authenticate`.
 
+use std::sync::Arc;
+
 use rmpv::Value;
 
+use crate::pdk::request::Headers;
 use crate::pdk::service::HeaderChanges;
-use crate::plugins::schema::{self, Field};
 use crate::pdk::{Pdk, PdkError};
+use crate::plugins::schema::{self, Field};
 
-/// Headers only our plugins may set upstream (lower-case).
-pub const RESERVED_HEADERS: [&str; 4] = ["x-account-id", "x-user-id", "x-consumer-username", "x-credential-identifier"];
+/// The identity headers we write (lower-case).
+pub const IDENTITY_HEADERS: [&str; 4] = ["x-account-id", "x-user-id", "x-consumer-username", "x-credential-identifier"];
+
+/// Headers no client may send upstream through a route we protect (lower-case): ours, plus
+/// the consumer and credential headers Kong's own auth plugins set (Kong's `constants.lua`
+/// `HEADERS`, and the OAuth2 plugin's two), because upstreams written for Kong trust exactly
+/// these. Reserved headers we do not set are removed in the same `set_headers` call.
+pub const RESERVED_HEADERS: [&str; 11] = [
+    "x-account-id",
+    "x-user-id",
+    "x-consumer-username",
+    "x-credential-identifier",
+    "x-consumer-id",
+    "x-consumer-custom-id",
+    "x-consumer-groups",
+    "x-anonymous-consumer",
+    "x-authenticated-groups",
+    "x-authenticated-scope",
+    "x-authenticated-userid",
+];
+
+/// `extra_reserved_headers`, the same in both plugins' config tables.
+pub const EXTRA_RESERVED_FIELD: Field = Field::strings("extra_reserved_headers")
+    .default(schema::Default::Strs(&[]))
+    .token()
+    .describe("More request headers no client may send upstream on this route (removed, or 400 in reject mode), in addition to the identity headers and Kong's X-Consumer-*/X-Credential-Identifier/X-Anonymous-Consumer/X-Authenticated-* headers.");
+
+/// The reserved set of one instance: [`RESERVED_HEADERS`] plus the route's extra names,
+/// lower-case and deduplicated, built once at StartInstance.
+#[derive(Debug, Clone)]
+pub struct Reserved(Arc<[String]>);
+
+impl Reserved {
+    /// `extra` must be validated header names; `credentials` are the names the plugin reads
+    /// its credential from, which cannot also be reserved (they would be removed before use).
+    pub fn new(extra: &[String], credentials: &[&str]) -> Result<Reserved, String> {
+        let mut names: Vec<String> = RESERVED_HEADERS.iter().map(|n| (*n).to_owned()).collect();
+        for name in extra {
+            let name = name.to_ascii_lowercase();
+            if credentials.iter().any(|c| c.eq_ignore_ascii_case(&name)) {
+                return Err(format!("field 'extra_reserved_headers': {name:?} carries the credential this plugin reads"));
+            }
+            if !names.contains(&name) {
+                names.push(name);
+            }
+        }
+        Ok(Reserved(names.into()))
+    }
+
+    pub fn names(&self) -> &[String] {
+        &self.0
+    }
+
+    pub fn contains(&self, name: &str) -> bool {
+        self.0.iter().any(|r| r.eq_ignore_ascii_case(name))
+    }
+
+    /// Whether the client sent any reserved header.
+    pub fn any_in(&self, headers: &Headers) -> bool {
+        self.0.iter().any(|r| headers.contains(r))
+    }
+
+    /// One batch removing every reserved header.
+    fn removals(&self) -> HeaderChanges {
+        let mut changes = HeaderChanges::new();
+        for name in self.0.iter() {
+            changes.remove(name);
+        }
+        changes
+    }
+}
 
 /// `set_kong_consumer`, the same in both plugins' config tables.
 pub const SET_KONG_CONSUMER_FIELD: Field = Field::boolean("set_kong_consumer")
@@ -25,7 +97,7 @@ pub const SET_KONG_CONSUMER_FIELD: Field = Field::boolean("set_kong_consumer")
 pub const SPOOF_POLICY_FIELD: Field = Field::string("on_spoofed_identity_header")
     .default(schema::Default::Str("strip"))
     .one_of(&["strip", "reject"])
-    .describe("What to do when the client sends X-Account-Id, X-User-Id, X-Consumer-Username or X-Credential-Identifier itself.");
+    .describe("What to do when the client sends a reserved header itself (X-Account-Id, X-User-Id, X-Consumer-*, X-Credential-Identifier, X-Anonymous-Consumer, X-Authenticated-*, extra_reserved_headers): strip it, or answer 400.");
 
 /// `on_spoofed_identity_header`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,11 +133,14 @@ pub struct Admission {
     pub set_kong_consumer: bool,
     /// Credential headers removed upstream on success (`hide_credentials`), lower-case.
     pub hide: Vec<String>,
+    /// Removed upstream on every path that lets a request through, unless we set them.
+    pub reserved: Reserved,
 }
 
 impl Identity {
-    /// The header batch for a successful request.
-    pub fn header_changes(&self, hide: &[String]) -> HeaderChanges {
+    /// The header batch for a successful request: the identity, every other reserved header
+    /// removed, and the credential headers in `hide` removed.
+    pub fn header_changes(&self, reserved: &Reserved, hide: &[String]) -> HeaderChanges {
         let mut changes = HeaderChanges::new();
         changes.set("X-Account-Id", &self.account_id);
         match &self.user_id {
@@ -77,6 +152,9 @@ impl Identity {
             Some(c) => changes.set("X-Credential-Identifier", c),
             None => changes.remove("X-Credential-Identifier"),
         };
+        for name in reserved.names().iter().filter(|n| !IDENTITY_HEADERS.contains(&n.as_str())) {
+            changes.remove(name);
+        }
         for name in hide {
             changes.remove(name);
         }
@@ -86,7 +164,7 @@ impl Identity {
 
 /// Lets an authenticated request through: 2 PDK calls, 3 with `set_kong_consumer`.
 pub async fn admit(pdk: &mut Pdk, identity: &Identity, admission: &Admission) -> Result<(), PdkError> {
-    admit_with(pdk, identity, admission, identity.header_changes(&admission.hide)).await
+    admit_with(pdk, identity, admission, identity.header_changes(&admission.reserved, &admission.hide)).await
 }
 
 /// [`admit`] with a caller-built header batch: `identity.header_changes(…)` plus changes that
@@ -121,18 +199,19 @@ pub async fn admit_with(
 /// header, and stripping them now would leave a JWT-authenticated request on an "API key
 /// or JWT" route without `X-Account-Id`. Otherwise every reserved header is removed, so no
 /// client-sent identity reaches the upstream. 2 PDK calls (1 when already authenticated).
-pub async fn pass_anonymous(pdk: &mut Pdk) -> Result<(), PdkError> {
+pub async fn pass_anonymous(pdk: &mut Pdk, reserved: &Reserved) -> Result<(), PdkError> {
     let prior = pdk.ctx_shared().get("authenticated_groups").await?;
     if prior.is_some_and(|groups| groups.as_array().is_some_and(|g| !g.is_empty())) {
         pdk.record_outcome("already_authenticated");
         return Ok(());
     }
+    strip_reserved(pdk, reserved).await
+}
+
+/// Lets an anonymous request through with every reserved header removed: 1 PDK call.
+pub async fn strip_reserved(pdk: &mut Pdk, reserved: &Reserved) -> Result<(), PdkError> {
     pdk.record_outcome("anonymous");
-    let mut changes = HeaderChanges::new();
-    for name in RESERVED_HEADERS {
-        changes.remove(name);
-    }
-    pdk.service_request().set_headers(&changes).await
+    pdk.service_request().set_headers(&reserved.removals()).await
 }
 
 #[cfg(test)]
@@ -148,7 +227,8 @@ mod tests {
             credential_identifier: Some("key-1".into()),
             groups: vec!["ghasi-authenticated".into()],
         };
-        let changes = id.header_changes(&["x-api-key".into()]);
+        let reserved = Reserved::new(&["X-Tenant".into()], &["x-api-key"]).unwrap();
+        let changes = id.header_changes(&reserved, &["x-api-key".into()]);
         let entries: Vec<(String, Value)> =
             changes.entries().iter().map(|(k, v)| (k.as_str().unwrap().to_ascii_lowercase(), v.clone())).collect();
         let get = |n: &str| entries.iter().find(|(k, _)| k == n).map(|(_, v)| v.clone());
@@ -156,8 +236,19 @@ mod tests {
         assert_eq!(get("x-user-id"), Some(Value::Array(vec![])), "absent user id removes a spoofed one");
         assert_eq!(get("x-credential-identifier"), Some(Value::from("key-1")));
         assert_eq!(get("x-api-key"), Some(Value::Array(vec![])));
-        for reserved in RESERVED_HEADERS {
-            assert!(get(reserved).is_some(), "{reserved} must be written or removed");
+        for name in RESERVED_HEADERS.iter().chain(&["x-tenant"]) {
+            assert!(get(name).is_some(), "{name} must be written or removed");
         }
+        assert_eq!(get("x-consumer-id"), Some(Value::Array(vec![])), "Kong's consumer headers are removed");
+        assert_eq!(get("x-consumer-username"), Some(Value::from("acc")), "ours is set, not removed");
+    }
+
+    #[test]
+    fn the_reserved_set_takes_extra_names_but_never_the_credential() {
+        let r = Reserved::new(&["X-Tenant".into(), "x-consumer-id".into()], &["x-api-key"]).unwrap();
+        assert_eq!(r.names().len(), RESERVED_HEADERS.len() + 1, "lower-cased and deduplicated");
+        assert!(r.contains("X-TENANT") && r.contains("x-anonymous-consumer"));
+        let err = Reserved::new(&["X-API-Key".into()], &["x-api-key"]).unwrap_err();
+        assert!(err.contains("field 'extra_reserved_headers'"), "{err}");
     }
 }

@@ -9,6 +9,18 @@
 
 use serde_json::{json, Map, Value};
 
+/// Longest string value unless a field says otherwise: far above any real URL, issuer, claim
+/// or group name, far below what could hurt.
+pub const DEFAULT_LEN_MAX: usize = 1024;
+/// Longest header or cookie name.
+pub const TOKEN_LEN_MAX: usize = 128;
+/// Most elements of an array unless a field says otherwise.
+pub const DEFAULT_ITEMS_MAX: usize = 32;
+
+/// Kong's `not_match` (a Lua pattern): no control character. Kong then refuses such a value
+/// at the Admin API / decK before it ever reaches us; we check again at StartInstance.
+const NO_CONTROL_CHARS: &str = "%c";
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Type {
     String,
@@ -39,6 +51,14 @@ pub struct Field {
     pub between: Option<(i64, i64)>,
     /// Minimum string length / array length.
     pub len_min: Option<usize>,
+    /// Maximum length in bytes of the string, or of each element of an array. Every string
+    /// has one (a config is stored by Kong, copied into every worker and parsed by us at each
+    /// StartInstance: a multi-megabyte value is an attack or a mistake, never a setting).
+    pub len_max: usize,
+    /// Maximum number of elements of an array.
+    pub items_max: usize,
+    /// Must be an HTTP token (a header or cookie name, RFC 9110 §5.6.2).
+    pub token: bool,
     /// Must be an absolute http(s) URL.
     pub url: bool,
     /// Must start with `/`.
@@ -60,6 +80,9 @@ impl Field {
             one_of: &[],
             between: None,
             len_min: None,
+            len_max: DEFAULT_LEN_MAX,
+            items_max: DEFAULT_ITEMS_MAX,
+            token: false,
             url: false,
             path: false,
             referenceable: false,
@@ -97,6 +120,20 @@ impl Field {
     }
     pub const fn len_min(mut self, n: usize) -> Field {
         self.len_min = Some(n);
+        self
+    }
+    pub const fn len_max(mut self, n: usize) -> Field {
+        self.len_max = n;
+        self
+    }
+    pub const fn items_max(mut self, n: usize) -> Field {
+        self.items_max = n;
+        self
+    }
+    /// A header or cookie name (of the string, or of each element).
+    pub const fn token(mut self) -> Field {
+        self.token = true;
+        self.len_max = TOKEN_LEN_MAX;
         self
     }
     pub const fn url(mut self) -> Field {
@@ -137,6 +174,8 @@ impl Field {
                 if let Some(o) = one_of {
                     def.insert("one_of".into(), o);
                 }
+                def.insert("len_max".into(), json!(self.len_max));
+                def.insert("not_match".into(), json!(NO_CONTROL_CHARS));
             }
             Type::Integer => {
                 def.insert("type".into(), json!("integer"));
@@ -146,11 +185,12 @@ impl Field {
             }
             Type::StringArray => {
                 def.insert("type".into(), json!("array"));
-                let mut elements = json!({"type": "string"});
+                let mut elements = json!({"type": "string", "len_max": self.len_max, "not_match": NO_CONTROL_CHARS});
                 if let Some(o) = one_of {
                     elements["one_of"] = o;
                 }
                 def.insert("elements".into(), elements);
+                def.insert("len_max".into(), json!(self.items_max));
             }
         }
         def.insert("required".into(), json!(self.required));
@@ -210,14 +250,18 @@ impl Field {
                         return Err(format!("needs at least {n} element(s)"));
                     }
                 }
+                if items.len() > self.items_max {
+                    return Err(format!("has {} elements, at most {} allowed", items.len(), self.items_max));
+                }
                 for (i, item) in items.iter().enumerate() {
                     let s = item.as_str().ok_or_else(|| format!("element {} is not a string", i + 1))?;
                     if !self.one_of.is_empty() && !self.one_of.contains(&s) {
-                        return Err(format!("element {} must be one of {}, got {s:?}", i + 1, self.one_of.join(", ")));
+                        return Err(format!("element {} must be one of {}, got {:?}", i + 1, self.one_of.join(", "), shown(s)));
                     }
                     if s.is_empty() {
                         return Err(format!("element {} is empty", i + 1));
                     }
+                    self.check_text(s).map_err(|why| format!("element {} {why}", i + 1))?;
                 }
                 Ok(Value::Array(items))
             }
@@ -225,9 +269,26 @@ impl Field {
         }
     }
 
+    /// The checks every string (or array element) gets: length, control characters, token.
+    /// The message never repeats a long or secret value.
+    fn check_text(&self, s: &str) -> Result<(), String> {
+        if s.len() > self.len_max {
+            return Err(format!("is {} bytes long, at most {} allowed", s.len(), self.len_max));
+        }
+        if s.chars().any(char::is_control) {
+            return Err("contains a control character (CR, LF, NUL, …)".into());
+        }
+        let token = |c: char| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c);
+        if self.token && !s.chars().all(token) {
+            return Err(format!("{:?} is not a valid header or cookie name", shown(s)));
+        }
+        Ok(())
+    }
+
     fn check_string(&self, s: &str) -> Result<(), String> {
+        self.check_text(s)?;
         if !self.one_of.is_empty() && !self.one_of.contains(&s) {
-            return Err(format!("must be one of {}, got {s:?}", self.one_of.join(", ")));
+            return Err(format!("must be one of {}, got {:?}", self.one_of.join(", "), shown(s)));
         }
         if let Some(n) = self.len_min {
             if s.len() < n {
@@ -241,6 +302,15 @@ impl Field {
             return Err("must start with /".into());
         }
         Ok(())
+    }
+}
+
+/// A value as an error message may show it: short values whole, long ones cut.
+fn shown(s: &str) -> String {
+    const SHOWN: usize = 64;
+    match s.char_indices().nth(SHOWN) {
+        Some((cut, _)) => format!("{}…", &s[..cut]),
+        None => s.to_owned(),
     }
 }
 

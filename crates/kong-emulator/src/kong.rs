@@ -37,7 +37,8 @@ impl RpcResult<'_> {
 }
 
 /// Which Kong release line to imitate where they differ on the wire or in the PDK.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+/// Ordered by release, so "added in" checks read `version >= KongVersion::V3_9`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
 pub enum KongVersion {
     /// 3.4 LTS: one msgid counter per plugin server, `__seq__` from 0, no `__ws_id`,
     /// pool size 30, `set_header` rejects arrays, stale-instance reset drops one entry.

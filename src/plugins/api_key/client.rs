@@ -3,9 +3,11 @@
 //!
 //! The contract: `POST {auth_service_url}{lookup_path}` with `{"api_key": "…"}` (and
 //! `Authorization: Bearer <service_token>` when configured); `200` with the key's identity →
-//! valid; `401`/`403`/`404` → invalid; anything else, a timeout, a connection error or a body
-//! that does not parse → unavailable. Only "valid" and "invalid" are verdicts the cache may
-//! keep; "unavailable" is transient by definition.
+//! valid; `403`/`404` → invalid; `401` → unavailable: it means auth-service refused *our*
+//! service token (wrong or rotated), which says nothing about the customer's key, and caching
+//! it as "invalid" would lock every customer out for the negative TTL. Anything else, a
+//! timeout, a connection error or a body that does not parse → unavailable. Only "valid" and
+//! "invalid" are verdicts the cache may keep; "unavailable" is transient by definition.
 //!
 //! The HTTP client (connection pool) is process-wide per `auth_service_url`: Kong creates one
 //! plugin instance per config per nginx worker, and they must share connections, not open N
@@ -43,7 +45,7 @@ const TARGET: &str = "auth_service";
 pub enum Answer {
     /// `200`: the key is valid and belongs to this identity.
     Valid(KeyInfo),
-    /// `401`, `403` or `404`: the key is unknown, revoked, expired or its account suspended.
+    /// `403` or `404`: the key is unknown, revoked, expired or its account suspended.
     Invalid { status: u16 },
     /// No usable answer: auth-service is down, slow, refusing, failing or talking nonsense.
     Unavailable(Trouble),
@@ -70,6 +72,9 @@ pub enum Trouble {
     Connect(String),
     #[error("answered HTTP {0}")]
     Status(u16),
+    /// `401`: auth-service refused our `service_token` (a misconfiguration of this edge).
+    #[error("refused our service_token (HTTP 401): check the route's service_token")]
+    ServiceTokenRefused,
     #[error("unusable 200 body: {0}")]
     Body(String),
     #[error("request failed: {0}")]
@@ -83,6 +88,7 @@ impl Trouble {
             Trouble::Timeout(_) => "timeout",
             Trouble::Connect(_) | Trouble::Request(_) => "connect",
             Trouble::Status(_) => "status",
+            Trouble::ServiceTokenRefused => "service_token_refused",
             Trouble::Body(_) => "body",
         }
     }
@@ -121,6 +127,9 @@ struct SharedClient {
     http: reqwest::Client,
     base_url: String,
     warnings: WarnLimiter,
+    /// Service-token refusals are errors, limited separately so an outage's warnings do not
+    /// hide them.
+    refusals: WarnLimiter,
 }
 
 impl AuthClient {
@@ -161,6 +170,18 @@ impl AuthClient {
         crate::health::report_auth_service(&self.shared.base_url, failure.is_none(), failure);
         if let Answer::Unavailable(trouble) = &answer {
             m.upstream_failure(TARGET, trouble.kind());
+            if *trouble == Trouble::ServiceTokenRefused {
+                // Not an outage but our own misconfiguration: an error, so it is seen.
+                if let Some(suppressed) = self.shared.refusals.allow() {
+                    tracing::error!(
+                        suppressed,
+                        plugin = super::NAME,
+                        auth_service = %self.shared.base_url,
+                        "auth-service refused the service_token, answering 503: {trouble}"
+                    );
+                }
+                return answer;
+            }
             warn_limited!(
                 self.shared.warnings,
                 plugin = super::NAME,
@@ -195,7 +216,8 @@ impl AuthClient {
             },
             (200, Err(trouble)) => Answer::Unavailable(trouble),
             // The body of a refusal does not matter; it was read only to keep the connection.
-            (401 | 403 | 404, _) => Answer::Invalid { status },
+            (403 | 404, _) => Answer::Invalid { status },
+            (401, _) => Answer::Unavailable(Trouble::ServiceTokenRefused),
             (other, _) => Answer::Unavailable(Trouble::Status(other)),
         }
     }
@@ -368,7 +390,9 @@ fn shared_client(base_url: &str, connect_timeout: Duration) -> Result<Arc<Shared
         .user_agent(concat!("ghasi-plugin-server/", env!("CARGO_PKG_VERSION")))
         .build()
         .map_err(|e| format!("field 'auth_service_url': cannot build the HTTP client: {}", chain(&e)))?;
-    let client = Arc::new(SharedClient { http, base_url: base_url.to_owned(), warnings: WarnLimiter::new(WARN_INTERVAL_SECS) });
+    let client = Arc::new(SharedClient { http, base_url: base_url.to_owned(), warnings: WarnLimiter::new(WARN_INTERVAL_SECS),
+        refusals: WarnLimiter::new(WARN_INTERVAL_SECS),
+    });
     clients.insert(base_url.to_owned(), client.clone());
     Ok(client)
 }

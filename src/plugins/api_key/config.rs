@@ -11,9 +11,9 @@ pub const FIELDS: &[Field] = &[
         .describe("Base URL of auth-service, e.g. http://auth-service:8080; the lookup is POSTed to auth_service_url + lookup_path."),
     Field::string("lookup_path").default(D::Str("/internal/v1/api-keys/verify")).path()
         .describe("Path of auth-service's API-key verification endpoint."),
-    Field::string("service_token").secret()
+    Field::string("service_token").secret().len_max(4096)
         .describe("Sent as 'Authorization: Bearer <token>' to auth-service. Use a Kong vault reference, never a literal."),
-    Field::strings("key_names").default(D::Strs(&["x-api-key"])).len_min(1)
+    Field::strings("key_names").default(D::Strs(&["x-api-key"])).len_min(1).items_max(8).token()
         .describe("Request headers (and query parameters when key_in_query) that may carry the API key."),
     Field::boolean("key_in_query").default(D::Bool(false))
         .describe("Also accept the key as a query parameter. Off by default: URLs end up in logs."),
@@ -31,6 +31,7 @@ pub const FIELDS: &[Field] = &[
         .describe("Connect + total timeout of one auth-service call, in milliseconds; then 503."),
     identity::SET_KONG_CONSUMER_FIELD,
     identity::SPOOF_POLICY_FIELD,
+    identity::EXTRA_RESERVED_FIELD,
     Field::string("authenticated_group").default(D::Str("ghasi-authenticated")).len_min(1)
         .describe("Group published in kong.ctx.shared.authenticated_groups on success, for the acl guard."),
 ];
@@ -50,6 +51,7 @@ pub struct Config {
     pub timeout_ms: u64,
     pub set_kong_consumer: bool,
     pub on_spoofed_identity_header: String,
+    pub extra_reserved_headers: Vec<String>,
     pub authenticated_group: String,
 }
 

@@ -7,7 +7,9 @@
 //! | valid key | read, `set_headers` (identity + remove key and reserved headers), `ctx.shared.set` = 3 (+1 `set_kong_consumer`) |
 //! | any denial (401/400/503) | read, `response.exit` = 2 (+1 `ctx.shared.get` for a 400 in reject mode) |
 //! | no key, `credential_optional` | read, `ctx.shared.get`, `set_headers` (remove reserved headers) = 3; 2 when an earlier plugin authenticated |
-//! | `key_in_query` | +1 read; +1 `clear_query_arg` when a key that came in the query is hidden |
+//! | `key_in_query` | +1 read (`get_raw_query`); +1 `set_raw_query` when the query named a key and `hide_credentials` |
+//!
+//! "read" is always `kong.request.get_headers()`: see [`credential`] for why not `get_header`.
 //!
 //! Modules: [`config`] (the field table), [`credential`] (reading the key), [`client`]
 //! (auth-service), [`cache`] (keyed-hash single-flight cache). Nothing here logs or keeps the
@@ -17,18 +19,18 @@ pub mod cache;
 pub mod client;
 pub mod config;
 pub mod credential;
+pub mod query;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
 use rand::Rng;
-use rmpv::Value;
 
 use self::cache::{CacheStatus, KeyCache, KeyIdentity, Lifetimes, Verdict};
 use self::client::AuthClient;
 use self::credential::{Found, Reader};
-use super::identity::{self, Admission, Identity, SpoofPolicy};
+use super::identity::{self, Admission, Identity, Reserved, SpoofPolicy};
 use super::outcome::{self, AuthError, Scheme};
 use super::{Phase, Plugin, PluginSpec};
 use crate::metrics;
@@ -71,7 +73,9 @@ impl ApiKeyLookup {
     pub fn new(config: &config::Config) -> Result<ApiKeyLookup, String> {
         credential::check_names(&config.key_names)?;
         let spoof = SpoofPolicy::parse(&config.on_spoofed_identity_header);
-        let reader = Reader::new(&config.key_names, config.key_in_query, spoof);
+        let reader = Reader::new(&config.key_names, config.key_in_query);
+        let credentials: Vec<&str> = reader.names().iter().map(String::as_str).collect();
+        let reserved = Reserved::new(&config.extra_reserved_headers, &credentials)?;
         // An empty token (e.g. a vault reference resolving to "") means "none".
         let token = config.service_token.as_deref().filter(|t| !t.is_empty());
         let client =
@@ -81,7 +85,7 @@ impl ApiKeyLookup {
             credential_optional: config.credential_optional,
             spoof,
             hide_credentials: config.hide_credentials,
-            admission: Admission { set_kong_consumer: config.set_kong_consumer, hide },
+            admission: Admission { set_kong_consumer: config.set_kong_consumer, hide, reserved },
             group: config.authenticated_group.clone(),
             lifetimes: Lifetimes {
                 positive: Duration::from_secs(config.cache_ttl),
@@ -95,7 +99,7 @@ impl ApiKeyLookup {
     }
 
     pub async fn access(&self, pdk: &mut Pdk) -> anyhow::Result<()> {
-        let presented = self.reader.read(pdk).await.context("reading the API key")?;
+        let presented = self.reader.read(pdk, &self.admission.reserved).await.context("reading the API key")?;
         // Identity headers seen now were either sent by the client or set by a plugin that
         // ran earlier (ghasi-jwt, on "JWT or API key" routes): Kong's request headers are the
         // rewritten ones. Only in that rare case does telling them apart cost a call.
@@ -114,7 +118,7 @@ impl ApiKeyLookup {
                 return Ok(());
             }
             Found::None if self.credential_optional => {
-                identity::pass_anonymous(pdk).await.context("passing an anonymous request")?;
+                identity::pass_anonymous(pdk, &self.admission.reserved).await.context("passing an anonymous request")?;
                 tracing::trace!(plugin = NAME, "no API key; credential_optional lets it through");
                 return Ok(());
             }
@@ -131,7 +135,7 @@ impl ApiKeyLookup {
         let decided = Some((status, &digest));
         match verdict {
             Verdict::Valid(info) => {
-                self.admit(pdk, &info, &presented.query_names).await?;
+                self.admit(pdk, &info, presented.query_without_keys.as_deref()).await?;
                 tracing::trace!(
                     plugin = NAME,
                     outcome = "ok",
@@ -151,8 +155,8 @@ impl ApiKeyLookup {
         }
     }
 
-    /// The success batch (design.md §6), plus removing a key that came in the query.
-    async fn admit(&self, pdk: &mut Pdk, info: &KeyIdentity, query_names: &[String]) -> anyhow::Result<()> {
+    /// The success batch, plus removing every key-named argument from the upstream query.
+    async fn admit(&self, pdk: &mut Pdk, info: &KeyIdentity, query_without_keys: Option<&[u8]>) -> anyhow::Result<()> {
         let identity = Identity {
             account_id: info.account_id().to_owned(),
             user_id: info.user_id().map(str::to_owned),
@@ -161,12 +165,8 @@ impl ApiKeyLookup {
             groups: vec![self.group.clone()],
         };
         identity::admit(pdk, &identity, &self.admission).await.context("admitting the request")?;
-        if self.hide_credentials {
-            for name in query_names {
-                pdk.call("kong.service.request.clear_query_arg", vec![Value::from(name.as_str())])
-                    .await
-                    .context("removing the API key from the upstream query")?;
-            }
+        if let Some(query) = query_without_keys.filter(|_| self.hide_credentials) {
+            pdk.service_request().set_raw_query(query).await.context("removing the API key from the upstream query")?;
         }
         Ok(())
     }
@@ -230,5 +230,7 @@ mod tests {
         assert!(err.contains("field 'key_names'"), "{err}");
         let err = lookup(r#"{"auth_service_url":"http://a","service_token":"a\u0000b"}"#).err().unwrap();
         assert!(err.contains("field 'service_token'"), "{err}");
+        let err = lookup(r#"{"auth_service_url":"http://a","extra_reserved_headers":["X-API-Key"]}"#).err().unwrap();
+        assert!(err.contains("field 'extra_reserved_headers'"), "{err}");
     }
 }

@@ -24,7 +24,7 @@ pub const FIELDS: &[Field] = &[
         .describe("Seconds of clock skew tolerated on exp and nbf."),
     Field::integer("max_token_lifetime").default(D::Int(86400)).between(0, 31536000)
         .describe("Reject tokens whose exp - iat (or exp - now without iat) exceeds this many seconds; 0 disables."),
-    Field::strings("cookie_names").default(D::Strs(&[]))
+    Field::strings("cookie_names").default(D::Strs(&[])).items_max(8).token()
         .describe("Cookies that may carry the token when there is no Authorization header."),
     Field::boolean("credential_optional").default(D::Bool(false))
         .describe("Let a request without a token through unauthenticated (identity headers still stripped)."),
@@ -50,6 +50,7 @@ pub const FIELDS: &[Field] = &[
     Field::boolean("hide_credentials").default(D::Bool(false))
         .describe("Remove the Authorization header (or token cookie header) before proxying."),
     identity::SPOOF_POLICY_FIELD,
+    identity::EXTRA_RESERVED_FIELD,
     Field::string("authenticated_group").default(D::Str("ghasi-authenticated")).len_min(1)
         .describe("Group published (with the token's roles) in kong.ctx.shared.authenticated_groups, for the acl guard."),
 ];
@@ -76,6 +77,7 @@ pub struct Config {
     pub set_kong_consumer: bool,
     pub hide_credentials: bool,
     pub on_spoofed_identity_header: String,
+    pub extra_reserved_headers: Vec<String>,
     pub authenticated_group: String,
 }
 
@@ -222,7 +224,12 @@ mod tests {
             r#""set_kong_consumer":1"#,
             r#""hide_credentials":"true""#,
             r#""on_spoofed_identity_header":"log""#,
+            r#""extra_reserved_headers":["x y"]"#,
             r#""authenticated_group":"""#,
+            // Hostile values: control characters, separators in names.
+            r#""issuer":"a\r\nb""#,
+            r#""cookie_names":["session;x"]"#,
+            r#""roles_claim":"\u0000""#,
         ];
         let mut named = std::collections::HashSet::new();
         for field in bad {

@@ -13,9 +13,13 @@
 //! ```
 //!
 //! A `kid` missing from a usable set (reached only after the cheap checks) may trigger one
-//! inline refresh: globally at most one per `jwks_kid_refresh_interval`, single flight, and a
-//! kid still missing afterwards is negatively cached for one JWKS lifetime, so a flood of forged
-//! kids costs auth-service at most one call per window (auth-anchors.md (c) #12).
+//! inline refresh: globally at most one per `jwks_kid_refresh_interval`, single flight, so a
+//! flood of forged kids costs auth-service at most one call per window. A kid still missing
+//! afterwards is remembered as unknown only until the next refresh is allowed anyway, and the
+//! memory is dropped by any fetch that changes the set's kids: it must never outlive the
+//! evidence it rests on. (Remembering it for a whole JWKS lifetime let one unauthenticated
+//! request carrying the *next* key's guessable kid lock every real token out for minutes
+//! after auth-service rotated to that key.)
 //!
 //! A refresh that fails, returns non-JSON, or a set without one usable key never replaces the
 //! last good set (anchors (c) #13). Keys identical to the previous set's are kept as the same
@@ -408,7 +412,8 @@ impl JwksCache {
                 unknown.clear();
             }
         }
-        unknown.insert(kid.to_owned(), now + t.ttl);
+        // Until the next kid refresh may run: asking again before then could not learn more.
+        unknown.insert(kid.to_owned(), now + t.kid_refresh_interval);
         Lookup::UnknownKid
     }
 
@@ -476,6 +481,13 @@ impl JwksCache {
         st.attempts += 1;
         match result {
             Ok(set) => {
+                let same_kids = previous.as_deref().is_some_and(|prev| {
+                    prev.keys.len() == set.keys.len() && prev.keys.keys().all(|kid| set.keys.contains_key(kid))
+                });
+                if !same_kids {
+                    // New evidence: every "unknown kid" verdict was about the old set.
+                    self.unknown_kids.lock().clear();
+                }
                 if let Some(prev) = previous.as_deref() {
                     if !prev.keys.keys().any(|kid| set.keys.contains_key(kid)) {
                         tracing::warn!(

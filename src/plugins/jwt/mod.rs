@@ -32,7 +32,7 @@ use anyhow::Context;
 use self::config::Policy;
 use self::jwks::{JwksCache, Lookup};
 use self::token::{Presented, Source, Token};
-use super::identity::{self, Admission, Identity, SpoofPolicy, RESERVED_HEADERS};
+use super::identity::{self, Admission, Identity, Reserved, SpoofPolicy};
 use super::outcome::{self, AuthError, Scheme};
 use super::{Phase, Plugin, PluginSpec};
 use crate::pdk::service::HeaderChanges;
@@ -78,10 +78,11 @@ fn start(json: &[u8]) -> Result<Plugin, String> {
     let config = config::Config::parse(json)?;
     let policy = config.policy()?;
     let read_all_headers = !policy.cookie_names.is_empty() || policy.spoof == SpoofPolicy::Reject;
+    let reserved = Reserved::new(&config.extra_reserved_headers, &["authorization", "cookie"])?;
     Ok(Plugin::Jwt(Arc::new(Jwt {
         jwks: jwks::shared(&config.jwks_url),
         jwks_url: config.jwks_url,
-        admission: Admission { set_kong_consumer: config.set_kong_consumer, hide: Vec::new() },
+        admission: Admission { set_kong_consumer: config.set_kong_consumer, hide: Vec::new(), reserved },
         hide_credentials: config.hide_credentials,
         read_all_headers,
         policy,
@@ -134,7 +135,7 @@ impl Jwt {
         } else {
             token::cookie_tokens(cookies.iter().map(Vec::as_slice), &self.policy.cookie_names)
         };
-        let spoofed = RESERVED_HEADERS.iter().any(|name| headers.contains(name));
+        let spoofed = self.admission.reserved.any_in(&headers);
         let cookies = if self.hide_credentials && !from_cookies.is_empty() { cookies.to_vec() } else { Vec::new() };
         Ok(Request { presented: token::choose(bearer, from_cookies), spoofed, cookies })
     }
@@ -173,7 +174,7 @@ impl Jwt {
     }
 
     async fn admit(&self, pdk: &mut Pdk, identity: &Identity, source: Source, cookies: &[Vec<u8>]) -> anyhow::Result<()> {
-        let mut changes: HeaderChanges = identity.header_changes(&[]);
+        let mut changes: HeaderChanges = identity.header_changes(&self.admission.reserved, &[]);
         if self.hide_credentials {
             match source {
                 Source::Authorization => {
@@ -198,12 +199,7 @@ impl Jwt {
     /// cost a round trip on every anonymous request.
     async fn pass_anonymous(&self, pdk: &mut Pdk) -> anyhow::Result<()> {
         tracing::debug!(plugin = NAME, outcome = "anonymous", "no token, credential_optional");
-        pdk.record_outcome("anonymous");
-        let mut changes = HeaderChanges::new();
-        for name in RESERVED_HEADERS {
-            changes.remove(name);
-        }
-        pdk.service_request().set_headers(&changes).await.context("passing the anonymous request")
+        identity::strip_reserved(pdk, &self.admission.reserved).await.context("passing the anonymous request")
     }
 
     async fn deny(&self, pdk: &mut Pdk, denial: Denial) -> anyhow::Result<()> {

@@ -39,9 +39,23 @@ pub(crate) struct PdkContext<'a> {
     pub node_id: &'a str,
 }
 
+/// PDK functions that appeared after Kong 3.4, with the first release line that has them
+/// (from the `@function` tags of Kong's `kong/pdk` sources). On an older Kong the function
+/// does not exist, so the name does not resolve: Kong logs "could not find pdk method" and
+/// answers the Step with nil, exactly as for a misspelt name. A plugin that relies on one of
+/// these silently does nothing there, which is the class of bug this table makes visible.
+const ADDED_AFTER_3_4: &[(&str, KongVersion)] = &[("kong.service.request.clear_query_arg", KongVersion::V3_9)];
+
+/// Whether the emulated Kong has `method` at all.
+fn exists_in(method: &str, version: KongVersion) -> bool {
+    ADDED_AFTER_3_4.iter().all(|(name, since)| *name != method || version >= *since)
+}
+
 /// Executes `method` with the step result's raw `Args`.
 pub(crate) fn call(ctx: &mut PdkContext<'_>, method: &str, args: Option<Value>) -> PdkOutcome {
     let mut args = Args::spread(args);
+    let requested = method;
+    let method = if exists_in(method, ctx.version) { method } else { "" };
     let outcome = match method {
         "kong.request.get_header" => request::get_header(ctx, &args),
         "kong.request.get_headers" => request::get_headers(ctx, &args),
@@ -63,6 +77,7 @@ pub(crate) fn call(ctx: &mut PdkContext<'_>, method: &str, args: Option<Value>) 
         "kong.service.request.add_header" => service::add_header(ctx, &mut args),
         "kong.service.request.clear_header" => service::clear_header(ctx, &args),
         "kong.service.request.clear_query_arg" => service::clear_query_arg(ctx, &args),
+        "kong.service.request.set_raw_query" => service::set_raw_query(ctx, &args),
         "kong.response.exit" => response::exit(ctx, &args),
         "kong.response.error" => response::error(ctx, &args),
         "kong.response.set_header" => response::set_header(ctx, &args),
@@ -81,7 +96,7 @@ pub(crate) fn call(ctx: &mut PdkContext<'_>, method: &str, args: Option<Value>) 
     };
     outcome.unwrap_or_else(|| {
         // `call_pdk_method`: an unresolvable name is logged and answered with nil.
-        ctx.req.log(LogSource::Kong, "err", format!("could not find pdk method: {method}"));
+        ctx.req.log(LogSource::Kong, "err", format!("could not find pdk method: {requested}"));
         PdkOutcome::Return(StepData::Absent)
     })
 }

@@ -2,9 +2,12 @@
 //!
 //! `get_header` goes through `ngx.var.http_<name>` (dashes and underscores equivalent, case
 //! ignored). For a repeated header nginx ≥1.23 (Kong 3.9's OpenResty) joins all values with
-//! `", "`; older nginx (Kong 3.4) returns the first one, except for `Cookie` (joined with
-//! `"; "`) and `X-Forwarded-For` (joined with `", "`) in both. The multi-map getters return
-//! what `ngx.req.get_headers`/`get_uri_args` build, then Kong's `fix_mmap` shaping (§5.3).
+//! `", "`, and Kong 3.9 undoes that (`kong.tools.http.get_header`): when the variable holds
+//! `", "` it answers the first value of `ngx.req.get_headers()` instead. Older nginx (Kong
+//! 3.4) returns the first line itself. So on both, a repeated header reads as its first
+//! value, except `Cookie` (joined with `"; "`) and, on 3.4, `X-Forwarded-For` (joined with
+//! `", "`). The multi-map getters return what `ngx.req.get_headers`/`get_uri_args` build,
+//! then Kong's `fix_mmap` shaping.
 
 use super::{as_bytes, lua_type, nil, throw, Args, PdkContext, PdkOutcome};
 use crate::kong::KongVersion;
@@ -41,7 +44,7 @@ pub(super) fn get_header(ctx: &mut PdkContext<'_>, args: &Args) -> Option<PdkOut
     };
     let separator: &[u8] = if same_variable(wanted, b"cookie") {
         b"; "
-    } else if same_variable(wanted, b"x_forwarded_for") || ctx.version == KongVersion::V3_9 {
+    } else if same_variable(wanted, b"x_forwarded_for") || ctx.version >= KongVersion::V3_9 {
         b", "
     } else {
         // Kong 3.4: the first value.
@@ -51,6 +54,10 @@ pub(super) fn get_header(ctx: &mut PdkContext<'_>, args: &Args) -> Option<PdkOut
     for value in values {
         joined.extend_from_slice(separator);
         joined.extend_from_slice(value);
+    }
+    if ctx.version >= KongVersion::V3_9 && joined.windows(2).any(|w| w == b", ") {
+        // `kong.tools.http.get_header`: `ngx.req.get_headers()[name]`, first value if several.
+        return Some(PdkOutcome::Return(StepData::Value(lua_string(first))));
     }
     Some(PdkOutcome::Return(StepData::Value(lua_string(&joined))))
 }

@@ -195,3 +195,16 @@ pub(super) fn clear_query_arg(ctx: &mut PdkContext<'_>, args: &Args) -> Option<P
     ctx.req.set_raw_query(query);
     nil()
 }
+
+/// `kong.service.request.set_raw_query(query)`: the upstream query string, as given (Kong
+/// hands it to `ngx.req.set_uri_args`). Exists on every Kong 3.x.
+pub(super) fn set_raw_query(ctx: &mut PdkContext<'_>, args: &Args) -> Option<PdkOutcome> {
+    match args.get(0) {
+        v @ (Value::String(_) | Value::Binary(_)) => {
+            let query = String::from_utf8_lossy(as_bytes(v).unwrap_or_default()).into_owned();
+            ctx.req.set_raw_query(query);
+            nil()
+        }
+        other => throw(format!("query must be a string (got {})", lua_type(other))),
+    }
+}
