@@ -32,6 +32,15 @@ fn assert_kong_accepts(info: &Value) {
         if ty == "array" {
             assert!(def.get("elements").is_some(), "{fname}: arrays need elements");
         }
+        // Kong refuses oversized or control-character values before they reach us.
+        let bounded = if ty == "array" { &def["elements"] } else { def };
+        if ["string", "array"].contains(&ty) {
+            assert!(def["len_max"].as_u64().is_some_and(|n| n <= 4096), "{name}.{fname}: len_max");
+            if bounded["type"] == "string" {
+                assert!(bounded["len_max"].as_u64().is_some_and(|n| n <= 4096), "{name}.{fname}: string len_max");
+                assert_eq!(bounded["not_match"], "%c", "{name}.{fname}: control characters refused");
+            }
+        }
         assert!(def.get("required").is_some(), "{fname}: required flag");
         let required = def["required"].as_bool().unwrap();
         assert!(required || def.get("default").is_some() || ["service_token"].contains(&fname.as_str()),

@@ -24,7 +24,21 @@ const SET_HEADERS: &str = "kong.service.request.set_headers";
 const CTX_SET: &str = "kong.ctx.shared.set";
 const EXIT: &str = "kong.response.exit";
 const AUTHENTICATE: &str = "kong.client.authenticate";
-const RESERVED: [&str; 4] = ["x-account-id", "x-user-id", "x-consumer-username", "x-credential-identifier"];
+/// Ours, and the consumer/credential headers Kong's own auth plugins set (upstreams written for
+/// Kong trust them): no client-sent value of any may reach the upstream.
+const RESERVED: [&str; 11] = [
+    "x-account-id",
+    "x-user-id",
+    "x-consumer-username",
+    "x-credential-identifier",
+    "x-consumer-id",
+    "x-consumer-custom-id",
+    "x-consumer-groups",
+    "x-anonymous-consumer",
+    "x-authenticated-groups",
+    "x-authenticated-scope",
+    "x-authenticated-userid",
+];
 
 fn real_now() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() as i64
@@ -222,7 +236,7 @@ async fn valid_tokens_of_every_algorithm_pass_with_the_identity_contract() {
         assert_eq!(upstream(&req, "x-user-id").as_deref(), Some(fixtures::USER_ALICE));
         assert_eq!(upstream(&req, "x-consumer-username").as_deref(), Some(fixtures::EMAIL_ALICE));
         assert_eq!(upstream(&req, "x-credential-identifier").as_deref(), minted.claims["jti"].as_str());
-        for name in RESERVED {
+        for name in &RESERVED[..4] {
             assert_eq!(req.upstream_headers().get_all(name).len(), 1, "{name}: the client's value is replaced");
         }
         assert_eq!(groups(&req), ["ghasi-authenticated", "admin", "billing"]);
@@ -400,12 +414,8 @@ async fn missing_and_ambiguous_credentials() {
 
     let a = env.token(env.alice());
     let b = env.token(TokenSpec::for_user(fixtures::USER_BOB));
-    // Two Authorization lines (nginx ≥1.23 folds them into one value) and one folded value.
-    let two_lines = Request::new("GET", "/")
-        .with_header("Authorization", format!("Bearer {a}"))
-        .with_header("Authorization", format!("Bearer {b}"));
-    let (out, _) = env.run(&plugin, two_lines).await;
-    assert_denied(&out, 401, "credential_ambiguous");
+    // Two Authorization lines never reach a plugin (nginx answers 400 to a repeated unique
+    // header); several tokens folded into one value do.
     let folded = Request::new("GET", "/").with_header("Authorization", format!("Bearer {a}, Bearer {b}"));
     assert_denied(&env.run(&plugin, folded).await.0, 401, "credential_ambiguous");
     // The same token twice is not ambiguous.
@@ -441,6 +451,32 @@ async fn credential_optional_lets_anonymous_requests_through_without_identity_he
     let bad = env.record(env.auth.mint(&env.timed(env.alice(), -100)));
     assert_denied(&env.run_bearer(&plugin, &bad).await.0, 401, "token_expired");
     assert_admitted(&env.run_bearer(&plugin, &env.token(env.alice())).await.0);
+    env.assert_no_token_logged();
+}
+
+#[tokio::test]
+async fn a_valid_token_never_carries_client_sent_consumer_headers_upstream() {
+    let env = Env::start().await;
+    let plugin = env.plugin(json!({"extra_reserved_headers": ["X-Tenant-Id"]}));
+    let mut req = bearer(&env.token(env.alice())).with_header("X-Tenant-Id", "spoofed");
+    for name in RESERVED {
+        req = req.with_header(name, "spoofed");
+    }
+    let (out, req) = env.run(&plugin, req).await;
+    assert_admitted(&out); // still the one set_headers
+    assert_eq!(upstream(&req, "x-account-id").as_deref(), Some(fixtures::ACCOUNT_ACME));
+    for name in RESERVED.iter().chain(&["x-tenant-id"]) {
+        for value in req.upstream_headers().get_all(name) {
+            assert_ne!(value, &b"spoofed"[..], "a client-sent {name} reached the upstream");
+        }
+    }
+    // The credential itself cannot be reserved away.
+    let bad = env.kong.plugin(
+        "ghasi-jwt",
+        json!({"jwks_url": env.auth.jwks_url(), "issuer": env.auth.issuer(), "extra_reserved_headers": ["Authorization"]}),
+    );
+    let err = env.kong.run_event(&bad, "access", &mut bearer("x")).await.expect_err("StartInstance must fail");
+    assert!(err.to_string().contains("field 'extra_reserved_headers'"), "{err}");
     env.assert_no_token_logged();
 }
 
@@ -652,6 +688,49 @@ async fn a_rotated_kid_causes_one_refresh_and_passes() {
 }
 
 #[tokio::test]
+async fn a_forged_next_kid_does_not_lock_out_real_tokens_after_the_rotation() {
+    // Attack: before auth-service rotates, one unauthenticated request carries the *next*
+    // key's kid (kids like "rsa-2" are guessable) with a garbage signature. After the
+    // rotation, tokens signed with that key must be accepted within the kid-refresh interval.
+    let env = Env::start().await;
+    let plugin = env.plugin(json!({}));
+    assert_admitted(&env.run_bearer(&plugin, &env.token(env.alice())).await.0);
+    let next_kid = env.auth.rotate(Alg::RS256, true).await;
+    assert!(env.auth.set_published(&next_kid, false), "the next key exists but is not published yet");
+    let forged = env.record(unsigned(json!({"alg": "RS256", "kid": next_kid, "typ": "JWT"}), &env.timed(env.alice(), 3600)));
+    assert_denied(&env.run_bearer(&plugin, &forged).await.0, 401, "credential_invalid");
+    assert_eq!(env.fetches(), 2, "the forged kid caused one refresh");
+
+    assert!(env.auth.set_published(&next_kid, true), "auth-service rotates to the key");
+    let real = env.token(env.alice()); // signed with the new current key
+    env.advance(10).await; // the kid-refresh interval
+    let (out, req) = env.run_bearer(&plugin, &real).await;
+    assert_admitted(&out);
+    assert_eq!(upstream(&req, "x-account-id").as_deref(), Some(fixtures::ACCOUNT_ACME));
+    assert_eq!(env.fetches(), 3);
+    env.assert_no_token_logged();
+}
+
+#[tokio::test]
+async fn a_refresh_that_changes_the_key_set_forgets_every_unknown_kid() {
+    let env = Env::start().await;
+    let plugin = env.plugin(json!({"jwks_kid_refresh_interval": 3600}));
+    assert_admitted(&env.run_bearer(&plugin, &env.token(env.alice())).await.0);
+    let next_kid = env.auth.rotate(Alg::RS256, true).await;
+    env.auth.set_published(&next_kid, false);
+    let forged = env.record(unsigned(json!({"alg": "RS256", "kid": next_kid}), &env.timed(env.alice(), 3600)));
+    assert_denied(&env.run_bearer(&plugin, &forged).await.0, 401, "credential_invalid");
+    env.auth.set_published(&next_kid, true);
+    // The refresh-ahead fetch (age ≥ 300 - 60) brings the new set: the memory about the kid
+    // was about the old set and goes with it, even though the kid interval is an hour.
+    env.advance(250).await;
+    assert_admitted(&env.run_bearer(&plugin, &env.token(env.alice().alg(Alg::ES256))).await.0);
+    env.wait_fetches(3).await;
+    assert_admitted(&env.run_bearer(&plugin, &env.token(env.alice())).await.0);
+    assert_eq!(env.fetches(), 3, "no further refresh was needed");
+}
+
+#[tokio::test]
 async fn a_flood_of_forged_kids_costs_at_most_one_refresh_per_window() {
     let env = Env::start().await;
     let plugin = env.plugin(json!({}));
@@ -674,10 +753,15 @@ async fn a_flood_of_forged_kids_costs_at_most_one_refresh_per_window() {
     }
     assert_eq!(env.fetches(), 3);
 
-    // The kid that did cause a refresh is negatively cached: not even a new window helps it.
-    env.advance(10).await;
+    // A kid that caused a refresh is remembered as unknown only until the next refresh may
+    // run anyway; repeating it then still costs at most one refresh per window.
     assert_denied(&env.run_bearer(&plugin, &first[0]).await.0, 401, "credential_invalid");
-    assert_eq!(env.fetches(), 3, "per-kid negative cache");
+    assert_eq!(env.fetches(), 3, "remembered within the window");
+    env.advance(10).await;
+    for token in first.iter().take(100) {
+        assert_denied(&env.run_bearer(&plugin, token).await.0, 401, "credential_invalid");
+    }
+    assert_eq!(env.fetches(), 4, "one refresh in the next window, however many forged kids");
 
     // Forged kids on tokens that fail the cheap checks never reach the key lookup.
     env.advance(10).await;
@@ -696,7 +780,7 @@ async fn a_flood_of_forged_kids_costs_at_most_one_refresh_per_window() {
     }
     let hs = env.record(forge.hs256_with_secret(&env.timed(env.alice(), 3600), b"secret", Some("forged-hs-kid")));
     assert_denied(&env.run_bearer(&plugin, &hs).await.0, 401, "token_invalid");
-    assert_eq!(env.fetches(), 3, "cheap-check failures cause no fetch");
+    assert_eq!(env.fetches(), 4, "cheap-check failures cause no fetch");
     env.assert_no_token_logged();
 }
 
