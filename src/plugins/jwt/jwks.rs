@@ -233,7 +233,9 @@ pub struct JwksCache {
     state: RwLock<State>,
     /// Held for the duration of a fetch: single flight.
     fetching: Arc<tokio::sync::Mutex<()>>,
-    /// Kids not found after a refresh, until when.
+    /// Kids not found after a refresh, and when that refresh was. Each instance judges the
+    /// memory with its own `jwks_kid_refresh_interval`: one with a long interval must not
+    /// make another with a short one refuse a kid for longer than its own interval.
     unknown_kids: Mutex<HashMap<String, Duration>>,
     /// Index into [`STATES`] last reported to `/health` and metrics (`u8::MAX`: none yet).
     reported: AtomicU8,
@@ -359,7 +361,7 @@ impl JwksCache {
     /// A kid missing from a usable set: negative cache, then a throttled refresh.
     async fn unknown_kid(self: &Arc<Self>, kid: &str, t: &JwksTiming) -> Lookup {
         let now = clock::now();
-        if self.unknown_kids.lock().get(kid).is_some_and(|until| now < *until) {
+        if self.unknown_kids.lock().get(kid).is_some_and(|since| now < *since + t.kid_refresh_interval) {
             return Lookup::UnknownKid;
         }
         let (allowed, seen) = {
@@ -406,14 +408,14 @@ impl JwksCache {
         }
         let mut unknown = self.unknown_kids.lock();
         if unknown.len() >= MAX_NEGATIVE_KIDS {
-            unknown.retain(|_, until| now < *until);
+            unknown.retain(|_, since| now < *since + t.kid_refresh_interval);
             if unknown.len() >= MAX_NEGATIVE_KIDS {
                 // Still full of live entries: forget them; the refresh throttle still holds.
                 unknown.clear();
             }
         }
-        // Until the next kid refresh may run: asking again before then could not learn more.
-        unknown.insert(kid.to_owned(), now + t.kid_refresh_interval);
+        // Remembered until the next kid refresh may run: asking before then could not learn more.
+        unknown.insert(kid.to_owned(), now);
         Lookup::UnknownKid
     }
 
