@@ -596,8 +596,10 @@ async fn transcript() {
     );
 }
 
-/// FNV-1a (64 bits) of the transcript (125,196 bytes).
-const EXPECTED_FNV1A: u64 = 0x5df5_2950_4230_113d;
+/// FNV-1a (64 bits) of the transcript (124,974 bytes). Last changed when 3.9's `get_header`
+/// began answering the first of repeated headers, as Kong's `kong.tools.http.get_header` does
+/// (the diff: only those Steps' `Data`).
+const EXPECTED_FNV1A: u64 = 0x64ee_8ba4_0fdc_b159;
 
 fn fnv1a(bytes: &[u8]) -> u64 {
     bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3))
