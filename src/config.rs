@@ -44,6 +44,11 @@ pub struct Settings {
     #[arg(long, env = "GHASI_LOG_FORMAT", value_enum, default_value = "human")]
     pub log_format: LogFormat,
 
+    /// Also append every log line to this file (same format; reopened on SIGHUP for
+    /// logrotate). Kong shows stderr only at its `log_level = info`; the file always has it.
+    #[arg(long, env = "GHASI_LOG_FILE")]
+    pub log_file: Option<PathBuf>,
+
     /// tracing filter, e.g. `info` or `ghasi_plugin_server=debug`.
     #[arg(long, env = "GHASI_LOG", default_value = "info")]
     pub log: String,

@@ -27,6 +27,7 @@ pub mod dispatch;
 pub mod event;
 pub mod health;
 pub mod instance;
+pub mod log_file;
 pub mod metrics;
 pub mod ops;
 pub mod pdk;
