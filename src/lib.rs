@@ -31,6 +31,7 @@ pub mod log_file;
 pub mod metrics;
 pub mod ops;
 pub mod pdk;
+pub mod process_metrics;
 pub mod plugins;
 pub mod registry;
 pub mod rpc;
