@@ -31,6 +31,11 @@ pub struct Settings {
     #[arg(long, requires = "dump")]
     pub plugin: Option<String>,
 
+    /// GET each http://HOST:PORT/PATH URL and exit 0 only if every one answers 200 (a
+    /// Kubernetes exec readiness probe covering Kong's /status/ready and our /ready).
+    #[arg(long, value_delimiter = ',', conflicts_with = "dump")]
+    pub probe: Vec<String>,
+
     /// Serve Prometheus /metrics, /health and /ready on this TCP address (off when unset).
     #[arg(long, env = "GHASI_METRICS_LISTEN")]
     pub metrics_listen: Option<SocketAddr>,

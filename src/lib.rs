@@ -33,6 +33,7 @@ pub mod ops;
 pub mod pdk;
 pub mod process_metrics;
 pub mod plugins;
+pub mod probe;
 pub mod registry;
 pub mod rpc;
 pub mod server;

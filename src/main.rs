@@ -20,6 +20,17 @@ fn main() -> ExitCode {
             }
         };
     }
+    if !settings.probe.is_empty() {
+        return match ghasi_plugin_server::probe::check_all(&settings.probe) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(failures) => {
+                for f in failures {
+                    eprintln!("ghasi-plugin-server --probe: {f}");
+                }
+                ExitCode::FAILURE
+            }
+        };
+    }
     let log_file = match init_logging(&settings) {
         Ok(f) => f,
         Err(e) => {

@@ -108,3 +108,27 @@ fn ghasi_ready_is_0_while_ready_answers_503() {
     assert_eq!(status, 200);
     assert_eq!(sample(&metrics, "ghasi_ready", &[]), Some(0.0), "{metrics}");
 }
+
+fn probe(urls: &[String]) -> (bool, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ghasi-plugin-server"))
+        .arg("--probe")
+        .arg(urls.join(","))
+        .output()
+        .expect("running --probe");
+    (out.status.success(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+#[test]
+fn the_exec_probe_passes_only_when_every_url_answers_200() {
+    // The Kubernetes readiness probe of deploy/kubernetes: Kong's /status/ready and our /ready.
+    let (_ready, ready_addr) = start_with_metrics(&[]);
+    let (_not_ready, not_ready_addr) = start_with_metrics(&["--warm-jwks", "http://127.0.0.1:1/jwks.json"]);
+    let ok = format!("http://{ready_addr}/ready");
+    let unavailable = format!("http://{not_ready_addr}/ready");
+    assert_eq!(probe(&[ok.clone(), format!("http://{ready_addr}/health")]), (true, String::new()));
+    let (passed, stderr) = probe(&[ok.clone(), unavailable.clone()]);
+    assert!(!passed && stderr.contains(&unavailable) && stderr.contains("answered 503"), "{stderr}");
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap(); // dropped: nothing listens
+    let (passed, stderr) = probe(&[format!("http://{closed}/status/ready"), ok]);
+    assert!(!passed && stderr.contains(&closed.to_string()), "{stderr}");
+}
