@@ -201,15 +201,15 @@ impl Metrics {
     }
 
     pub fn cache(&self, plugin: &'static str, result: &'static str) {
-        let _ = self.cache_requests.get_or_create(&CacheLabels { plugin, result }).inc();
+        self.cache_requests.get_or_create(&CacheLabels { plugin, result }).inc();
     }
 
     pub fn upstream(&self, target: &'static str, seconds: f64) {
-        let _ = self.upstream_duration.get_or_create(&TargetLabels { target }).observe(seconds);
+        self.upstream_duration.get_or_create(&TargetLabels { target }).observe(seconds);
     }
 
     pub fn upstream_failure(&self, target: &'static str, kind: &'static str) {
-        let _ = self.upstream_failures.get_or_create(&FailureLabels { target, kind }).inc();
+        self.upstream_failures.get_or_create(&FailureLabels { target, kind }).inc();
     }
 }
 

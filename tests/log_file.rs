@@ -49,8 +49,10 @@ async fn warnings_go_to_the_log_file_which_is_reopened_on_sighup() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("ghasi.log");
     let rotated = dir.path().join("ghasi.log.1");
-    let mut options = common::Options::default();
-    options.args = vec!["--log-file".into(), path.display().to_string(), "--log-format".into(), "json".into()];
+    let mut options = common::Options {
+        args: vec!["--log-file".into(), path.display().to_string(), "--log-format".into(), "json".into()],
+        ..Default::default()
+    };
     // At info, like production: the warning must not depend on debug logging.
     options.env.retain(|(k, _)| k != "GHASI_LOG");
     let server = Server::start_with(options);
