@@ -26,7 +26,7 @@ HEADER = (
     "# Change kong/gateway.toml, run `python3 kong/generate.py`, commit both.\n"
 )
 
-AUTH_KINDS = ("none", "refresh_cookie", "jwt", "jwt_or_api_key")
+AUTH_KINDS = ("none", "refresh_cookie", "jwt", "jwt_or_api_key", "partner_key")
 METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
 
 
@@ -167,6 +167,16 @@ def route_plugins(src: dict, env: dict, kong: str, route: dict) -> list[dict]:
             "name": "request-transformer",
             "config": {"remove": {"headers": list(src["identity_headers"]["strip"])}},
         })
+    elif auth == "partner_key":
+        # A route of its own: key-auth without `anonymous` refuses a request without a partner
+        # key, which is right here and would lock every customer out of a shared route.
+        # key-auth sets X-Consumer-* and X-Credential-Identifier itself; the account and user
+        # headers of our contract are only ever client-sent here, so they are removed
+        # (request-transformer runs after key-auth and acl, priority 801).
+        partner = src["partner_key"]
+        plugins.append({"name": "key-auth", "config": {"key_names": list(partner["key_names"]), "hide_credentials": True}})
+        plugins.append({"name": "acl", "config": {"allow": list(partner["allow"])}})
+        plugins.append({"name": "request-transformer", "config": {"remove": {"headers": ["X-Account-Id", "X-User-Id"]}}})
     else:
         optional = auth == "jwt_or_api_key"
         jwt = {"jwks_url": env["jwks_url"], "issuer": env["issuer"]}
@@ -184,7 +194,13 @@ def route_plugins(src: dict, env: dict, kong: str, route: dict) -> list[dict]:
             acl["always_use_authenticated_groups"] = True
         plugins.append({"name": "acl", "config": acl})
     if route.get("rate_limit"):
-        plugins.append(rate_limit_plugin(src, env, route["rate_limit"]))
+        limit = rate_limit_plugin(src, env, route["rate_limit"])
+        if auth == "partner_key" and limit["config"].get("limit_by") == "header":
+            # No ghasi plugin writes X-Account-Id here (a client's copy would pick the bucket):
+            # count per key-auth consumer instead.
+            limit["config"]["limit_by"] = "consumer"
+            del limit["config"]["header_name"]
+        plugins.append(limit)
     return plugins
 
 
@@ -235,6 +251,10 @@ def validate_source(src: dict) -> None:
         if key in seen:
             raise SourceError(f"duplicate route {key}")
         seen.add(key)
+    if src["guard"]["group"] in src.get("partner_key", {}).get("allow", []):
+        raise SourceError("partner_key.allow must not contain guard.group: that group means a ghasi plugin authenticated the request")
+    if set(src.get("partner_key", {}).get("key_names", [])) & {n.lower() for n in src["api_key"]["key_names"]}:
+        raise SourceError("partner_key.key_names must differ from api_key.key_names")
     if src["jwt"].get("authenticated_group", src["guard"]["group"]) != src["guard"]["group"] or \
        src["api_key"].get("authenticated_group", src["guard"]["group"]) != src["guard"]["group"]:
         raise SourceError("authenticated_group of both plugins must equal guard.group")

@@ -31,6 +31,11 @@ pub struct Settings {
     #[arg(long, requires = "dump")]
     pub plugin: Option<String>,
 
+    /// GET each http://HOST:PORT/PATH URL and exit 0 only if every one answers 200 (a
+    /// Kubernetes exec readiness probe covering Kong's /status/ready and our /ready).
+    #[arg(long, value_delimiter = ',', conflicts_with = "dump")]
+    pub probe: Vec<String>,
+
     /// Serve Prometheus /metrics, /health and /ready on this TCP address (off when unset).
     #[arg(long, env = "GHASI_METRICS_LISTEN")]
     pub metrics_listen: Option<SocketAddr>,
@@ -43,6 +48,11 @@ pub struct Settings {
     /// Log format on stderr (Kong logs the server's output at INFO level).
     #[arg(long, env = "GHASI_LOG_FORMAT", value_enum, default_value = "human")]
     pub log_format: LogFormat,
+
+    /// Also append every log line to this file (same format; reopened on SIGHUP for
+    /// logrotate). Kong shows stderr only at its `log_level = info`; the file always has it.
+    #[arg(long, env = "GHASI_LOG_FILE")]
+    pub log_file: Option<PathBuf>,
 
     /// tracing filter, e.g. `info` or `ghasi_plugin_server=debug`.
     #[arg(long, env = "GHASI_LOG", default_value = "info")]

@@ -12,6 +12,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::Registry;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -92,6 +93,8 @@ pub struct Metrics {
     pub rpc_errors: Family<KindLabels, Counter>,
     pub connections_open: Gauge,
     pub connection_errors: Family<KindLabels, Counter>,
+    /// 1 when `/ready` would answer 200 (set at scrape time), for the `GhasiNotReady` alert.
+    pub ready: Gauge,
     registry: Registry,
 }
 
@@ -101,7 +104,6 @@ fn latency_buckets() -> impl Iterator<Item = f64> {
 
 impl Metrics {
     fn new() -> Metrics {
-        let mut registry = Registry::with_prefix("ghasi");
         let m = Metrics {
             decisions: Family::default(),
             cache_requests: Family::default(),
@@ -119,8 +121,13 @@ impl Metrics {
             rpc_errors: Family::default(),
             connections_open: Gauge::default(),
             connection_errors: Family::default(),
+            ready: Gauge::default(),
             registry: Registry::default(),
         };
+        // process_* carry no prefix (the client libraries' convention); ours are `ghasi_*`.
+        let mut root = Registry::default();
+        root.register_collector(Box::new(crate::process_metrics::ProcessCollector));
+        let registry = root.sub_registry_with_prefix("ghasi");
         registry.register("decisions", "Authentication decisions by plugin, Kong route and outcome code", m.decisions.clone());
         registry.register("cache_requests", "Credential cache lookups by result", m.cache_requests.clone());
         registry.register("cache_evictions", "Entries evicted for lack of room", m.cache_evictions.clone());
@@ -137,7 +144,49 @@ impl Metrics {
         registry.register("rpc_errors", "RPC requests answered with an error, by kind", m.rpc_errors.clone());
         registry.register("connections_open", "Open Kong connections", m.connections_open.clone());
         registry.register("connection_errors", "Connections closed on a protocol or I/O error, by kind", m.connection_errors.clone());
-        Metrics { registry, ..m }
+        registry.register("ready", "1 when /ready answers 200 (socket listening, every JWKS in use loaded), else 0", m.ready.clone());
+        registry.register(
+            "build",
+            "Version of this plugin server (value always 1)",
+            Info::new(vec![("version", env!("CARGO_PKG_VERSION")), ("protocol", "MsgPack:1")]),
+        );
+        m.preregister();
+        Metrics { registry: root, ..m }
+    }
+
+    /// Creates at 0 every series whose labels are known before traffic, so a scrape of a
+    /// fresh server lists them and `rate()`/`increase()` see their first increment (a
+    /// series born at 1 loses it). Series labelled by a Kong route or a JWKS URL
+    /// (`decisions`, `jwks_*`) appear with their first event: their label values come from
+    /// Kong's configuration at run time.
+    fn preregister(&self) {
+        const API_KEY: &str = "ghasi-api-key-lookup";
+        const JWT: &str = "ghasi-jwt";
+        for result in ["hit", "miss", "coalesced", "negative_hit", "stale"] {
+            let _ = self.cache_requests.get_or_create(&CacheLabels { plugin: API_KEY, result });
+        }
+        for result in ["hit", "miss"] {
+            let _ = self.cache_requests.get_or_create(&CacheLabels { plugin: JWT, result });
+        }
+        for (plugin, cache) in [(API_KEY, "positive"), (API_KEY, "negative"), (JWT, "verified_tokens")] {
+            let _ = self.cache_evictions.get_or_create(&CacheNameLabels { plugin, cache });
+            let _ = self.cache_entries.get_or_create(&CacheNameLabels { plugin, cache });
+        }
+        for kind in ["timeout", "connect", "status", "body"] {
+            let _ = self.upstream_failures.get_or_create(&FailureLabels { target: "auth_service", kind });
+        }
+        for kind in ["timeout", "connect", "status", "body", "empty_set"] {
+            let _ = self.upstream_failures.get_or_create(&FailureLabels { target: "jwks", kind });
+        }
+        for target in ["auth_service", "jwks"] {
+            let _ = self.upstream_duration.get_or_create(&TargetLabels { target });
+        }
+        for kind in ["no_instance", "no_event", "bad_config", "bad_request", "bad_envelope", "unknown_plugin"] {
+            let _ = self.rpc_errors.get_or_create(&KindLabels { kind });
+        }
+        for kind in ["bad_frame", "frame_too_large", "bad_envelope", "truncated", "io"] {
+            let _ = self.connection_errors.get_or_create(&KindLabels { kind });
+        }
     }
 
     /// The OpenMetrics text exposition.
