@@ -172,7 +172,7 @@ impl Metrics {
             let _ = self.cache_evictions.get_or_create(&CacheNameLabels { plugin, cache });
             let _ = self.cache_entries.get_or_create(&CacheNameLabels { plugin, cache });
         }
-        for kind in ["timeout", "connect", "status", "body"] {
+        for kind in ["timeout", "connect", "status", "service_token_refused", "body"] {
             let _ = self.upstream_failures.get_or_create(&FailureLabels { target: "auth_service", kind });
         }
         for kind in ["timeout", "connect", "status", "body", "empty_set"] {
