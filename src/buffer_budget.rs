@@ -48,8 +48,11 @@ impl Charge<'_> {
     /// Makes this connection hold exactly `bytes`. Shrinking always succeeds; growing fails
     /// (holding what it held before) when the budget cannot cover it.
     pub fn hold(&mut self, bytes: usize) -> Result<(), BudgetExceeded> {
-        if bytes <= self.held {
-            self.budget.used.fetch_sub(self.held - bytes, Ordering::Relaxed);
+        if bytes == self.held {
+            return Ok(());
+        }
+        let used = if bytes < self.held {
+            self.budget.used.fetch_sub(self.held - bytes, Ordering::Relaxed) - (self.held - bytes)
         } else {
             let (delta, limit) = (bytes - self.held, self.budget.limit);
             self.budget
@@ -57,9 +60,11 @@ impl Charge<'_> {
                 .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |used| {
                     used.checked_add(delta).filter(|&total| total <= limit)
                 })
-                .map_err(|_| BudgetExceeded { limit })?;
-        }
+                .map_err(|_| BudgetExceeded { limit })?
+                + delta
+        };
         self.held = bytes;
+        crate::metrics::global().incomplete_frame_bytes.set(used as i64);
         Ok(())
     }
 }

@@ -92,6 +92,7 @@ pub struct Metrics {
     pub rpc_errors: Family<KindLabels, Counter>,
     pub connections_open: Gauge,
     pub connection_errors: Family<KindLabels, Counter>,
+    pub incomplete_frame_bytes: Gauge,
     registry: Registry,
 }
 
@@ -119,6 +120,7 @@ impl Metrics {
             rpc_errors: Family::default(),
             connections_open: Gauge::default(),
             connection_errors: Family::default(),
+            incomplete_frame_bytes: Gauge::default(),
             registry: Registry::default(),
         };
         registry.register("decisions", "Authentication decisions by plugin, Kong route and outcome code", m.decisions.clone());
@@ -137,6 +139,7 @@ impl Metrics {
         registry.register("rpc_errors", "RPC requests answered with an error, by kind", m.rpc_errors.clone());
         registry.register("connections_open", "Open Kong connections", m.connections_open.clone());
         registry.register("connection_errors", "Connections closed on a protocol or I/O error, by kind", m.connection_errors.clone());
+        registry.register("incomplete_frame_bytes", "Bytes buffered for frames still arriving, all connections (bounded by --buffer-budget-bytes)", m.incomplete_frame_bytes.clone());
         Metrics { registry, ..m }
     }
 
