@@ -1,18 +1,20 @@
-//! Fail closed with the plugin server down, the two ways Kong's own code does it
-//! (`kong/runloop/plugin_servers`, 3.4 and 3.9 alike):
+//! Fail closed with the plugin server down, the ways Kong's own code does it
+//! (`kong/runloop/plugin_servers`):
 //!
 //! * the worker has an instance id cached: `HandleEvent` cannot connect, Kong logs the error
 //!   and skips the plugin; no authenticated groups were published, so `acl` answers 401;
 //! * no instance id cached (first request of a worker, a config change, a changed
-//!   `serverPid`): `StartInstance` cannot connect, `get_instance_id` raises, Kong answers 500.
+//!   `serverPid`): `StartInstance` cannot connect, `get_instance_id` raises, Kong answers 500;
+//! * Kong 3.4 only: a worker whose readiness probe never reached the server skips the plugin
+//!   without trying `StartInstance`: 401 from acl.
 //!
-//! In neither case does a request reach the upstream.
+//! In no case does a request reach the upstream.
 
 mod common;
 
 use common::{call, step, FakeServer, Reply, Seen};
 use kong_emulator::front::{chain, deck::Gateway, Front};
-use kong_emulator::{Kong, Request, Value};
+use kong_emulator::{Kong, KongVersion, Request, Value};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -87,6 +89,10 @@ async fn counting_upstream() -> (String, Arc<AtomicUsize>) {
 }
 
 async fn front(socket: &Path, upstream: &str) -> (Front, tempfile::TempDir) {
+    front_for(Kong::new(socket), upstream).await
+}
+
+async fn front_for(kong: Kong, upstream: &str) -> (Front, tempfile::TempDir) {
     let yaml = format!(
         r#"
 _format_version: "3.0"
@@ -108,7 +114,7 @@ services:
     let file = dir.path().join("kong.yaml");
     std::fs::write(&file, yaml).unwrap();
     let gateway = Gateway::load(&file).unwrap();
-    (Front::new(gateway, Kong::new(socket), &chain::default_priorities()).unwrap(), dir)
+    (Front::new(gateway, kong, &chain::default_priorities()).unwrap(), dir)
 }
 
 async fn status_and_message(front: &Front) -> (u16, Option<String>) {
@@ -195,4 +201,24 @@ async fn a_failed_start_instance_drops_the_claim_and_the_old_id_is_never_closed(
     socket.point_at(&server);
     kong.run_event(&plugin, "access", &mut Request::new("GET", "/")).await.unwrap();
     assert!(!server.methods().contains(&"plugin.CloseInstance".to_string()), "{:?}", server.methods());
+}
+
+#[tokio::test]
+async fn kong_3_4_skips_the_plugin_until_its_readiness_probe_reached_the_server() {
+    let (upstream, hits) = counting_upstream().await;
+    let socket = Socket::new();
+    let kong = Kong::builder(socket.path()).version(KongVersion::V3_4).build();
+    let (front, _dir) = front_for(kong, &upstream).await;
+    // Never reached: `server_def.ready` is false, the plugin is skipped, acl answers.
+    assert_eq!(status_and_message(&front).await, (401, Some("Unauthorized".into())));
+
+    let server = FakeServer::start(None, publishing_plugin(1)).await;
+    socket.point_at(&server);
+    assert_eq!(status_and_message(&front).await.0, 200);
+
+    // Ready once, then down with no instance cached: StartInstance raises, as on 3.9.
+    socket.down(front.kong());
+    front.kong().forget_instances();
+    assert_eq!(status_and_message(&front).await.0, 500);
+    assert_eq!(hits.load(Ordering::SeqCst), 1, "nothing reached the upstream while down");
 }
