@@ -160,7 +160,7 @@ impl Settings {
     pub fn from_args() -> Settings {
         let settings = Settings::parse_from(std::env::args_os().map(|a| if a == "-dump" { "--dump".into() } else { a }));
         if let Err(e) = settings.check() {
-            clap::Command::new("ghasi-plugin-server").error(clap::error::ErrorKind::ValueValidation, e).exit();
+            <Settings as clap::CommandFactory>::command().error(clap::error::ErrorKind::ArgumentConflict, e).exit();
         }
         settings
     }
