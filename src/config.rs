@@ -1,6 +1,6 @@
 //! Process settings from the command line, each with a `GHASI_*` environment variable.
 
-use std::net::SocketAddr;
+use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 
 use clap::Parser;
@@ -36,13 +36,14 @@ pub struct Settings {
     #[arg(long, value_delimiter = ',', conflicts_with = "dump")]
     pub probe: Vec<String>,
 
-    /// Serve Prometheus /metrics, /health and /ready on this TCP address (off when unset).
-    #[arg(long, env = "GHASI_METRICS_LISTEN")]
+    /// Serve Prometheus /metrics, /health and /ready on this TCP address, `IP:PORT` or
+    /// `HOST:PORT` (resolved at start; off when unset).
+    #[arg(long, env = "GHASI_METRICS_LISTEN", value_parser = parse_listen_addr)]
     pub metrics_listen: Option<SocketAddr>,
 
     /// JWKS URLs to fetch at startup; `/ready` answers 503 until each has loaded
-    /// (comma-separated; use the same URLs as the routes' `jwks_url`).
-    #[arg(long, env = "GHASI_WARM_JWKS", value_delimiter = ',')]
+    /// (comma-separated absolute http(s) URLs; use the same URLs as the routes' `jwks_url`).
+    #[arg(long, env = "GHASI_WARM_JWKS", value_delimiter = ',', value_parser = parse_http_url)]
     pub warm_jwks: Vec<String>,
 
     /// Log format on stderr (Kong logs the server's output at INFO level).
@@ -54,8 +55,9 @@ pub struct Settings {
     #[arg(long, env = "GHASI_LOG_FILE")]
     pub log_file: Option<PathBuf>,
 
-    /// tracing filter, e.g. `info` or `ghasi_plugin_server=debug`.
-    #[arg(long, env = "GHASI_LOG", default_value = "info")]
+    /// tracing filter, e.g. `info` or `ghasi_plugin_server=debug` (checked strictly: a typo
+    /// must not silently switch logging off).
+    #[arg(long, env = "GHASI_LOG", default_value = "info", value_parser = parse_log_filter)]
     pub log: String,
 
     /// Seconds an event may wait for Kong's next Step before it is reaped (Kong gives up
@@ -70,6 +72,16 @@ pub struct Settings {
     /// Largest MessagePack frame accepted from Kong; a larger one closes its connection.
     #[arg(long, env = "GHASI_MAX_FRAME_BYTES", default_value_t = 8 * 1024 * 1024)]
     pub max_frame_bytes: usize,
+
+    /// Bytes buffered for incomplete frames across all connections; a connection whose
+    /// partial frame would exceed it is closed (at least --max-frame-bytes).
+    #[arg(long, env = "GHASI_BUFFER_BUDGET_BYTES", default_value_t = 64 * 1024 * 1024)]
+    pub buffer_budget_bytes: usize,
+
+    /// Create the socket's directory when it does not exist (by default a missing directory
+    /// is an error: it is usually a typo, and Kong would never find the socket).
+    #[arg(long, env = "GHASI_CREATE_SOCKET_DIR")]
+    pub create_socket_dir: bool,
 
     /// Do not send the serverPid notification on new connections.
     #[arg(long, env = "GHASI_NO_SERVER_PID")]
@@ -98,11 +110,80 @@ fn parse_cache_entries(s: &str) -> Result<usize, String> {
     Ok(n)
 }
 
+/// `IP:PORT`, or `HOST:PORT` resolved now (an IPv4 address first: `localhost` usually
+/// resolves to both, and probes and scrapers try IPv4 first).
+fn parse_listen_addr(s: &str) -> Result<SocketAddr, String> {
+    if let Ok(addr) = s.parse::<SocketAddr>() {
+        return Ok(addr);
+    }
+    let (host, port) = s.rsplit_once(':').ok_or_else(|| format!("expected HOST:PORT or IP:PORT, got `{s}`"))?;
+    if host.is_empty() || port.parse::<u16>().is_err() {
+        return Err(format!("expected HOST:PORT or IP:PORT, got `{s}`"));
+    }
+    let addrs: Vec<SocketAddr> =
+        s.to_socket_addrs().map_err(|e| format!("cannot resolve `{host}`: {e}"))?.collect();
+    addrs
+        .iter()
+        .find(|a| a.is_ipv4())
+        .or(addrs.first())
+        .copied()
+        .ok_or_else(|| format!("`{host}` resolves to no address"))
+}
+
+/// An absolute `http://` or `https://` URL with a host (an empty value, e.g. an empty
+/// `GHASI_WARM_JWKS`, is allowed and ignored).
+fn parse_http_url(s: &str) -> Result<String, String> {
+    if s.is_empty() {
+        return Ok(String::new());
+    }
+    let url = reqwest::Url::parse(s).map_err(|e| format!("`{s}` is not an absolute http(s) URL: {e}"))?;
+    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none_or(str::is_empty) {
+        return Err(format!("`{s}` is not an absolute http(s) URL"));
+    }
+    Ok(s.to_owned())
+}
+
+const LEVELS: [&str; 6] = ["trace", "debug", "info", "warn", "error", "off"];
+
+/// A tracing filter whose every directive names a level: `LEVEL` or `TARGET=LEVEL`.
+/// `EnvFilter` itself would read a bare word such as `debgu` as a *target* at every level,
+/// i.e. everything else off.
+fn parse_log_filter(s: &str) -> Result<String, String> {
+    let is_level = |l: &str| LEVELS.iter().any(|k| k.eq_ignore_ascii_case(l.trim()));
+    for directive in s.split(',').map(str::trim) {
+        let level = directive.rsplit_once('=').map_or(directive, |(_, level)| level);
+        if !is_level(level) {
+            return Err(format!(
+                "`{directive}` does not name a level; use LEVEL or TARGET=LEVEL with LEVEL one of {}",
+                LEVELS.join(", ")
+            ));
+        }
+    }
+    tracing_subscriber::EnvFilter::try_new(s).map_err(|e| format!("invalid filter `{s}`: {e}"))?;
+    Ok(s.to_owned())
+}
+
 impl Settings {
     /// Parses the command line. Kong 3.9's default query_cmd is `<bin> -dump` (one dash),
     /// which clap would read as `-d -u -m -p`, so the legacy spelling is rewritten first.
+    /// Settings that are wrong together are refused here too, naming the flags.
     pub fn from_args() -> Settings {
-        Settings::parse_from(std::env::args_os().map(|a| if a == "-dump" { "--dump".into() } else { a }))
+        let settings = Settings::parse_from(std::env::args_os().map(|a| if a == "-dump" { "--dump".into() } else { a }));
+        if let Err(e) = settings.check() {
+            <Settings as clap::CommandFactory>::command().error(clap::error::ErrorKind::ArgumentConflict, e).exit();
+        }
+        settings
+    }
+
+    /// Cross-field checks (each flag alone is checked by its parser).
+    pub fn check(&self) -> Result<(), String> {
+        if self.buffer_budget_bytes < self.max_frame_bytes {
+            return Err(format!(
+                "--buffer-budget-bytes ({}) must be at least --max-frame-bytes ({}): a largest frame could never arrive",
+                self.buffer_budget_bytes, self.max_frame_bytes
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -124,5 +205,48 @@ mod tests {
         let err = parse(&["--api-key-cache-entries", "0"]).unwrap_err();
         assert!(err.contains("--api-key-cache-entries") && err.contains("must be at least 1"), "{err}");
         assert!(parse(&["--api-key-cache-entries", "many"]).is_err());
+    }
+
+    #[test]
+    fn a_log_filter_typo_is_refused_naming_the_flag() {
+        let err = parse(&["--log", "debgu"]).unwrap_err();
+        assert!(err.contains("--log") && err.contains("`debgu` does not name a level"), "{err}");
+        assert!(parse(&["--log", "ghasi_plugin_server=verbose"]).is_err());
+        assert!(parse(&["--log", "info,ghasi_plugin_server"]).is_err());
+        for ok in ["info", "DEBUG", "warn,ghasi_plugin_server=debug", "ghasi_plugin_server::server=trace", "off"] {
+            assert_eq!(parse(&["--log", ok]).unwrap().log, ok);
+        }
+    }
+
+    #[test]
+    fn warm_jwks_must_be_absolute_http_urls() {
+        let err = parse(&["--warm-jwks", "not a url"]).unwrap_err();
+        assert!(err.contains("--warm-jwks") && err.contains("not an absolute http(s) URL"), "{err}");
+        assert!(parse(&["--warm-jwks", "ftp://a.example/jwks.json"]).is_err());
+        assert!(parse(&["--warm-jwks", "/.well-known/jwks.json"]).is_err());
+        let s = parse(&["--warm-jwks", "https://a.example/jwks.json,http://127.0.0.1:8081/jwks"]).unwrap();
+        assert_eq!(s.warm_jwks, ["https://a.example/jwks.json", "http://127.0.0.1:8081/jwks"]);
+    }
+
+    #[test]
+    fn metrics_listen_accepts_host_names_and_ip_addresses() {
+        let s = parse(&["--metrics-listen", "localhost:9542"]).unwrap();
+        let addr = s.metrics_listen.unwrap();
+        assert!(addr.ip().is_loopback() && addr.port() == 9542, "{addr}");
+        assert_eq!(parse(&["--metrics-listen", "0.0.0.0:9542"]).unwrap().metrics_listen, Some("0.0.0.0:9542".parse().unwrap()));
+        assert_eq!(parse(&["--metrics-listen", "[::1]:9"]).unwrap().metrics_listen, Some("[::1]:9".parse().unwrap()));
+        for bad in ["localhost", "localhost:http", ":9542", "no-such-host.invalid:9542"] {
+            let err = parse(&["--metrics-listen", bad]).unwrap_err();
+            assert!(err.contains("--metrics-listen"), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn the_buffer_budget_holds_at_least_one_largest_frame() {
+        let ok = parse(&[]).unwrap();
+        assert!(ok.check().is_ok());
+        let s = parse(&["--max-frame-bytes", "1000", "--buffer-budget-bytes", "999"]).unwrap();
+        let err = s.check().unwrap_err();
+        assert!(err.contains("--buffer-budget-bytes") && err.contains("--max-frame-bytes"), "{err}");
     }
 }

@@ -1,4 +1,5 @@
-//! What `/health` and `/ready` report: whether the socket listens, the state of every JWKS
+//! What `/health` and `/ready` report: whether the socket listens (and its path is still
+//! ours), the state of every JWKS
 //! in use, and whether each auth-service answered its last call. The plugins report into
 //! it; the ops listener reads it.
 
@@ -27,10 +28,32 @@ pub struct AuthServiceHealth {
     pub last_error: Option<&'static str>,
 }
 
+/// The socket file this process bound: its path and inode. Kong reaches us only through the
+/// path, so if the file is removed or replaced (another server took it) we still listen but
+/// nobody can connect: `/ready` must say so.
+#[derive(Debug, Clone)]
+pub struct SocketOwner {
+    path: std::path::PathBuf,
+    inode: u64,
+}
+
+impl SocketOwner {
+    pub fn new(path: std::path::PathBuf, inode: u64) -> SocketOwner {
+        SocketOwner { path, inode }
+    }
+
+    /// One stat(2): does the path still name our socket?
+    pub fn still_ours(&self) -> bool {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(&self.path).map(|m| m.ino()).ok() == Some(self.inode)
+    }
+}
+
 #[derive(Default)]
 struct State {
     jwks: BTreeMap<String, JwksHealth>,
     auth_services: BTreeMap<String, AuthServiceHealth>,
+    socket: Option<SocketOwner>,
 }
 
 static LISTENING: AtomicBool = AtomicBool::new(false);
@@ -42,6 +65,11 @@ fn state() -> &'static Mutex<State> {
 
 pub fn set_listening(on: bool) {
     LISTENING.store(on, Ordering::Release);
+}
+
+/// Records which socket file is ours (checked at every report).
+pub fn set_socket_owner(owner: SocketOwner) {
+    state().lock().socket = Some(owner);
 }
 
 pub fn report_jwks(url: &str, health: JwksHealth) {
@@ -56,14 +84,19 @@ pub fn report_auth_service(url: &str, reachable: bool, last_error: Option<&'stat
 pub struct Report {
     pub ready: bool,
     pub listening: bool,
+    /// The socket path still names the socket this process listens on (false when the file
+    /// was removed or another process replaced it).
+    pub socket_owned: bool,
     pub jwks: BTreeMap<String, JwksHealth>,
     pub auth_services: BTreeMap<String, AuthServiceHealth>,
 }
 
-/// Ready = the socket listens and every JWKS in use has loaded a first set.
+/// Ready = the socket listens, its path is still ours, and every JWKS in use has loaded a
+/// first set.
 pub fn report() -> Report {
     let listening = LISTENING.load(Ordering::Acquire);
     let s = state().lock();
-    let ready = listening && s.jwks.values().all(|j| j.loaded);
-    Report { ready, listening, jwks: s.jwks.clone(), auth_services: s.auth_services.clone() }
+    let socket_owned = s.socket.as_ref().is_some_and(SocketOwner::still_ours);
+    let ready = listening && socket_owned && s.jwks.values().all(|j| j.loaded);
+    Report { ready, listening, socket_owned, jwks: s.jwks.clone(), auth_services: s.auth_services.clone() }
 }

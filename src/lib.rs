@@ -18,6 +18,7 @@
 //!   that Step polls the parked event with the value … until "ret" or kong.response.exit.
 //! ```
 
+pub mod buffer_budget;
 pub mod clock;
 pub mod clock_skew;
 pub mod codec;
@@ -84,7 +85,8 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         None => None,
     };
     let shutdown = shutdown::requested()?;
-    let listener = server::bind(&settings.socket, settings.socket_mode)?;
+    let listener = server::bind(&settings.socket, settings.socket_mode, settings.create_socket_dir)?;
+    health::set_socket_owner(listener.owner());
     health::set_listening(true);
     for url in settings.warm_jwks.iter().filter(|u| !u.is_empty()) {
         let cache = plugins::jwt::jwks::shared(url);
@@ -105,6 +107,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         limits: connection::Limits {
             max_frame_bytes: settings.max_frame_bytes,
             send_server_pid: !settings.no_server_pid,
+            buffer_budget: buffer_budget::BufferBudget::new(settings.buffer_budget_bytes),
         },
         drain_timeout: Duration::from_secs(settings.drain_timeout_secs),
     };

@@ -95,6 +95,7 @@ pub struct Metrics {
     pub connection_errors: Family<KindLabels, Counter>,
     /// 1 when `/ready` would answer 200 (set at scrape time), for the `GhasiNotReady` alert.
     pub ready: Gauge,
+    pub incomplete_frame_bytes: Gauge,
     registry: Registry,
 }
 
@@ -122,6 +123,7 @@ impl Metrics {
             connections_open: Gauge::default(),
             connection_errors: Family::default(),
             ready: Gauge::default(),
+            incomplete_frame_bytes: Gauge::default(),
             registry: Registry::default(),
         };
         // process_* carry no prefix (the client libraries' convention); ours are `ghasi_*`.
@@ -144,6 +146,7 @@ impl Metrics {
         registry.register("rpc_errors", "RPC requests answered with an error, by kind", m.rpc_errors.clone());
         registry.register("connections_open", "Open Kong connections", m.connections_open.clone());
         registry.register("connection_errors", "Connections closed on a protocol or I/O error, by kind", m.connection_errors.clone());
+        registry.register("incomplete_frame_bytes", "Bytes buffered for frames still arriving, all connections (bounded by --buffer-budget-bytes)", m.incomplete_frame_bytes.clone());
         registry.register("ready", "1 when /ready answers 200 (socket listening, every JWKS in use loaded), else 0", m.ready.clone());
         registry.register(
             "build",
@@ -184,7 +187,7 @@ impl Metrics {
         for kind in ["no_instance", "no_event", "bad_config", "bad_request", "bad_envelope", "unknown_plugin"] {
             let _ = self.rpc_errors.get_or_create(&KindLabels { kind });
         }
-        for kind in ["bad_frame", "frame_too_large", "bad_envelope", "truncated", "io"] {
+        for kind in ["bad_frame", "frame_too_large", "bad_envelope", "truncated", "io", "buffer_budget"] {
             let _ = self.connection_errors.get_or_create(&KindLabels { kind });
         }
     }

@@ -1,4 +1,4 @@
-//! ① The Unix socket listener: bind (replacing a stale socket file), accept concurrently,
+//! ① The Unix socket listener: bind (replacing only a stale socket file), accept concurrently,
 //! one task per connection, then drain on shutdown.
 //!
 //! Draining: stop accepting, keep serving the connections already open (Kong sends the
@@ -11,10 +11,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
 use tokio::net::UnixListener;
 
 use crate::connection::{self, Limits};
+use crate::health;
 use crate::metrics::{self, KindLabels};
 use crate::registry::Registry;
 
@@ -24,18 +24,64 @@ pub struct Listener {
     inode: u64,
 }
 
-/// Binds `path`, removing a leftover socket file first (Kong never removes it).
-pub fn bind(path: &Path, mode: u32) -> anyhow::Result<Listener> {
-    if let Ok(meta) = std::fs::symlink_metadata(path) {
-        anyhow::ensure!(meta.file_type().is_socket(), "{} exists and is not a socket; refusing to remove it", path.display());
-        std::fs::remove_file(path).with_context(|| format!("removing stale socket {}", path.display()))?;
+impl Listener {
+    /// Which file at the socket path is ours, for `/ready` (see [`health::SocketOwner`]).
+    pub fn owner(&self) -> health::SocketOwner {
+        health::SocketOwner::new(self.path.clone(), self.inode)
     }
+}
+
+/// Why the socket could not be bound. Each one stops the server at start.
+#[derive(Debug, thiserror::Error)]
+pub enum BindError {
+    #[error("{} exists and is not a socket; refusing to remove it", path.display())]
+    NotASocket { path: PathBuf },
+    #[error(
+        "another server is listening on {} (a second pluginserver entry with a start_cmd, or a \
+         server that is still running?); refusing to take its socket",
+        path.display()
+    )]
+    InUse { path: PathBuf },
+    #[error(
+        "the socket directory {} does not exist (a typo in --socket? Kong would never find the socket); \
+         create it, or pass --create-socket-dir",
+        dir.display()
+    )]
+    NoDirectory { dir: PathBuf },
+    #[error("{what} {}: {source}", path.display())]
+    Io { what: &'static str, path: PathBuf, source: std::io::Error },
+}
+
+fn io<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> BindError + 'a {
+    move |source| BindError::Io { what, path: path.to_owned(), source }
+}
+
+/// Binds `path`. A leftover socket file (Kong never removes it) is replaced only when no
+/// server answers on it: a live one belongs to another process, and taking it would leave
+/// that process running unreachable. The directory must exist unless `create_dir`.
+pub fn bind(path: &Path, mode: u32, create_dir: bool) -> Result<Listener, BindError> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        if !dir.is_dir() {
+            if !create_dir {
+                return Err(BindError::NoDirectory { dir: dir.to_owned() });
+            }
+            std::fs::create_dir_all(dir).map_err(io("creating", dir))?;
+        }
     }
-    let listener = UnixListener::bind(path).with_context(|| format!("binding {}", path.display()))?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
-        .with_context(|| format!("setting permissions of {}", path.display()))?;
+    if let Ok(meta) = std::fs::symlink_metadata(path) {
+        if !meta.file_type().is_socket() {
+            return Err(BindError::NotASocket { path: path.to_owned() });
+        }
+        match std::os::unix::net::UnixStream::connect(path) {
+            Ok(_) => return Err(BindError::InUse { path: path.to_owned() }),
+            // Nobody listens: a leftover of a dead process.
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {}
+            Err(e) => return Err(BindError::Io { what: "checking whether a server answers on", path: path.to_owned(), source: e }),
+        }
+        std::fs::remove_file(path).map_err(io("removing stale socket", path))?;
+    }
+    let listener = UnixListener::bind(path).map_err(io("binding", path))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(io("setting permissions of", path))?;
     let inode = std::fs::metadata(path).map(|m| m.ino()).unwrap_or(0);
     Ok(Listener { listener, path: path.to_owned(), inode })
 }

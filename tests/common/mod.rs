@@ -46,6 +46,15 @@ impl Server {
     pub fn start_with(options: Options) -> Server {
         let dir = tempfile::tempdir().expect("tempdir");
         let socket = dir.path().join("ghasi.socket");
+        Server::spawn(options, dir, socket)
+    }
+
+    /// Like [`start_with`](Server::start_with) on a given socket path.
+    pub fn start_with_socket(options: Options, socket: &Path) -> Server {
+        Server::spawn(options, tempfile::tempdir().expect("tempdir"), socket.to_owned())
+    }
+
+    fn spawn(options: Options, dir: tempfile::TempDir, socket: PathBuf) -> Server {
         let log_path = dir.path().join("server.log");
         let log = std::fs::File::create(&log_path).expect("log file");
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_ghasi-plugin-server"));

@@ -55,7 +55,9 @@ async fn main() -> anyhow::Result<()> {
             .json()
             .init();
     } else {
-        tracing_subscriber::fmt().with_env_filter(filter).init();
+        // Colour only on a terminal: logs redirected to a file stay plain text.
+        let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
+        tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).init();
     }
 
     let config = match &cli.config {

@@ -40,6 +40,12 @@ pub enum Error {
     #[error("{method} failed: {message}")]
     Rpc { method: String, message: String },
 
+    /// Kong 3.1–3.8 only: the worker's readiness probe never reached the server (it probes
+    /// the socket at worker start); `get_instance_id` answers "not ready" (or the probe's
+    /// socket error) instead of starting an instance, and the plugin is skipped.
+    #[error("plugin server is not ready, {plugin} will not be executed in this request: {source}")]
+    NotReady { plugin: String, source: Box<Error> },
+
     /// `plugin.StartInstance` failed; Kong ≥3.1 raises (500 in access).
     #[error("starting instance of {plugin}: {source}")]
     StartInstance { plugin: String, source: Box<Error> },
@@ -57,7 +63,7 @@ impl Error {
             Error::Connect { .. } | Error::Io { .. } | Error::NoData { .. } | Error::Rpc { .. } => {
                 KongEffect::SkipPlugin
             }
-            Error::InstanceRetriesExhausted { .. } => KongEffect::SkipPlugin,
+            Error::InstanceRetriesExhausted { .. } | Error::NotReady { .. } => KongEffect::SkipPlugin,
             Error::Protocol(_) | Error::StartInstance { .. } => KongEffect::LuaError,
         }
     }

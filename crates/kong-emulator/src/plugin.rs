@@ -235,7 +235,22 @@ impl Kong {
                 |r: RpcResult<'_>| r.into_value(),
             )
             .await
-            .map_err(|e| Error::StartInstance { plugin: plugin.name().to_string(), source: Box::new(e) })?;
+            .map_err(|e| {
+                // Kong blanked the cached id before the call and removes the whole entry when it
+                // fails ("remove claim"): the old id is forgotten, never closed.
+                cache.entries.lock().remove(plugin.id());
+                let plugin = plugin.name().to_string();
+                // Kong 3.4: a worker whose readiness probe never connected does not even try
+                // StartInstance (`server_def.ready` is false): the plugin is skipped. Emulated
+                // as "no connect ever succeeded and this one failed too".
+                if self.inner.version == KongVersion::V3_4
+                    && matches!(e, Error::Connect { .. })
+                    && !self.inner.pool.ever_connected()
+                {
+                    return Error::NotReady { plugin, source: Box::new(e) };
+                }
+                Error::StartInstance { plugin, source: Box::new(e) }
+            })?;
         // Kong reads only `Id`; a missing one becomes nil and is sent back as such.
         let id = crate::wire::map_get(&status, "Id").cloned().unwrap_or(Value::Nil);
         cache.entries.lock().insert(

@@ -12,7 +12,7 @@ use crate::connection::Connection;
 use crate::error::Error;
 use parking_lot::Mutex;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 /// How an RPC picks its connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -40,11 +40,20 @@ pub(crate) struct Pool {
     policy: PoolPolicy,
     idle: Mutex<Idle>,
     next_id: AtomicU64,
+    /// A connect has succeeded once (Kong 3.4's readiness probe would have, too).
+    connected: AtomicBool,
 }
 
 impl Pool {
     pub(crate) fn new(path: PathBuf, size: usize, policy: PoolPolicy) -> Self {
-        Pool { path, size, policy, idle: Mutex::new(Idle::default()), next_id: AtomicU64::new(1) }
+        Pool {
+            path,
+            size,
+            policy,
+            idle: Mutex::new(Idle::default()),
+            next_id: AtomicU64::new(1),
+            connected: AtomicBool::new(false),
+        }
     }
 
     pub(crate) fn path(&self) -> &std::path::Path {
@@ -75,6 +84,7 @@ impl Pool {
         }
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let conn = Connection::connect(id, &self.path).await?;
+        self.connected.store(true, Ordering::Relaxed);
         self.idle.lock().last_taken = Some(id);
         Ok(conn)
     }
@@ -90,6 +100,11 @@ impl Pool {
             idle.conns.remove(0);
         }
         idle.conns.push(conn);
+    }
+
+    /// Whether a connect to the socket ever succeeded.
+    pub(crate) fn ever_connected(&self) -> bool {
+        self.connected.load(Ordering::Relaxed)
     }
 
     /// Number of connections opened so far.

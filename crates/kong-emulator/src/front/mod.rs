@@ -5,7 +5,9 @@
 //! emulated), then proxies to the service with the upstream headers the plugins produced. A
 //! plugin's `kong.response.exit` is returned as is. Failures map to what Kong does: an RPC
 //! error skips the plugin (fail open, which the `acl` guard then catches), a Lua error
-//! (bad PDK arguments, protocol violation, failed `StartInstance`) is a 500.
+//! (bad PDK arguments, protocol violation, failed `StartInstance`) is a 500. With the server
+//! down that is a 401 from acl for a worker with the instance id cached and a 500 for one
+//! without (on Kong 3.4, a worker that never reached the server skips the plugin: 401).
 
 pub mod acl;
 pub mod chain;
