@@ -92,6 +92,8 @@ pub struct Metrics {
     pub rpc_errors: Family<KindLabels, Counter>,
     pub connections_open: Gauge,
     pub connection_errors: Family<KindLabels, Counter>,
+    pub revocation: RevocationMetrics,
+    pub api_key_revalidations: Family<CacheLabels, Counter>,
     registry: Registry,
 }
 
@@ -119,6 +121,8 @@ impl Metrics {
             rpc_errors: Family::default(),
             connections_open: Gauge::default(),
             connection_errors: Family::default(),
+            revocation: RevocationMetrics::default(),
+            api_key_revalidations: Family::default(),
             registry: Registry::default(),
         };
         registry.register("decisions", "Authentication decisions by plugin, Kong route and outcome code", m.decisions.clone());
@@ -137,6 +141,8 @@ impl Metrics {
         registry.register("rpc_errors", "RPC requests answered with an error, by kind", m.rpc_errors.clone());
         registry.register("connections_open", "Open Kong connections", m.connections_open.clone());
         registry.register("connection_errors", "Connections closed on a protocol or I/O error, by kind", m.connection_errors.clone());
+        m.revocation.register(&mut registry);
+        registry.register("api_key_revalidations", "Background revalidations of hot API keys shortly before their cache lifetime ends, by result", m.api_key_revalidations.clone());
         Metrics { registry, ..m }
     }
 
@@ -161,6 +167,31 @@ impl Metrics {
 
     pub fn upstream_failure(&self, target: &'static str, kind: &'static str) {
         self.upstream_failures.get_or_create(&FailureLabels { target, kind }).inc();
+    }
+}
+
+/// The revocation subscriber's metrics (`--revocation-redis-url`).
+#[derive(Default)]
+pub struct RevocationMetrics {
+    /// By message type: `api_key`, `account`, `jwks`, `flush`.
+    pub messages: Family<KindLabels, Counter>,
+    /// Ignored messages, by why: `too_large`, `not_json`, `unknown_type`, `missing_field`.
+    pub malformed: Family<KindLabels, Counter>,
+    /// 1 while subscribed.
+    pub connected: Gauge,
+    pub subscriptions: Counter,
+    /// Cached API-key verdicts dropped, by message type (`subscribe` for the flush that
+    /// follows every (re)subscription).
+    pub evictions: Family<KindLabels, Counter>,
+}
+
+impl RevocationMetrics {
+    fn register(&self, registry: &mut Registry) {
+        registry.register("revocation_messages", "Revocation messages applied, by type", self.messages.clone());
+        registry.register("revocation_malformed_messages", "Revocation messages ignored as malformed or of an unknown type", self.malformed.clone());
+        registry.register("revocation_connected", "1 while subscribed to the revocation channel, else 0", self.connected.clone());
+        registry.register("revocation_subscriptions", "(Re)subscriptions to the revocation channel; each flushes the API-key verdicts", self.subscriptions.clone());
+        registry.register("revocation_evictions", "Cached API-key verdicts dropped by revocation, by message type", self.evictions.clone());
     }
 }
 
