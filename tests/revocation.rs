@@ -29,8 +29,7 @@ struct Node {
 
 impl Node {
     fn start(redis: &RedisServer) -> Node {
-        let mut options = Options::default();
-        options.args = vec!["--metrics-listen".into(), "127.0.0.1:0".into()];
+        let mut options = Options { args: vec!["--metrics-listen".into(), "127.0.0.1:0".into()], ..Options::default() };
         options.env.push(("GHASI_REVOCATION_REDIS_URL".into(), redis.url()));
         let server = Server::start_with(options);
         let kong = Kong::new(server.socket());
@@ -283,8 +282,7 @@ async fn a_redis_that_hangs_or_answers_garbage_never_holds_up_a_request() {
     });
     let auth = DevAuthService::start(DevConfig::for_tests()).await.expect("dev auth-service");
     for url in urls {
-        let mut options = Options::default();
-        options.args = vec!["--metrics-listen".into(), "127.0.0.1:0".into()];
+        let mut options = Options { args: vec!["--metrics-listen".into(), "127.0.0.1:0".into()], ..Options::default() };
         options.env.push(("GHASI_REVOCATION_REDIS_URL".into(), url));
         let server = Server::start_with(options);
         let node = Node { kong: Kong::new(server.socket()), metrics: metrics_addr(&server), server };
