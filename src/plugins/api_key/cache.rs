@@ -53,7 +53,7 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use hashbrown::HashTable;
 use hmac::{Hmac, Mac};
-use parking_lot::Mutex;
+use parking_lot::{Mutex, MutexGuard};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use sha2::Sha256;
@@ -454,6 +454,10 @@ impl KeyCache {
                     removed += 1;
                 }
             }
+            // Hand the lock to a waiting request rather than taking it straight back (a
+            // plain unlock lets this loop win again and again: requests would wait for the
+            // whole scan).
+            MutexGuard::unlock_fair(state);
         }
         removed
     }
