@@ -297,3 +297,20 @@ async fn a_redis_that_hangs_or_answers_garbage_never_holds_up_a_request() {
         assert_eq!(health["ready"], true);
     }
 }
+
+#[test]
+fn a_bad_redis_url_stops_the_start_naming_the_flag_not_the_password() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ghasi-plugin-server"))
+        .arg("--socket")
+        .arg(dir.path().join("s.sock"))
+        .env("GHASI_REVOCATION_REDIS_URL", "http://:hunter2@redis:6379")
+        .env_remove("GHASI_METRICS_LISTEN")
+        .output()
+        .expect("running the server");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--revocation-redis-url"), "{err}");
+    assert!(!err.contains("hunter2"), "the password leaked: {err}");
+    assert!(!dir.path().join("s.sock").exists(), "nothing was served");
+}
