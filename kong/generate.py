@@ -40,6 +40,9 @@ class SourceError(Exception):
 _PLAIN = re.compile(r"^[A-Za-z0-9_/][A-Za-z0-9_./@+-]*$")
 _PLAIN_FLOW = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
 _RESERVED = {"true", "false", "yes", "no", "on", "off", "null", "y", "n", "~"}
+# decK's environment templating, ${{ env "DECK_X" }}: decK substitutes it in the file's text
+# before parsing, so it is written unquoted (a port then reads as a number, ssl as a boolean).
+_DECK_ENV = re.compile(r'^\$\{\{ env "DECK_[A-Z0-9_]+" \}\}$')
 
 
 def _looks_numeric(s: str) -> bool:
@@ -56,6 +59,8 @@ def _scalar(value, flow: bool = False) -> str:
     if isinstance(value, int):
         return str(value)
     if isinstance(value, str):
+        if _DECK_ENV.match(value):
+            return value
         pattern = _PLAIN_FLOW if flow else _PLAIN
         if pattern.match(value) and value.lower() not in _RESERVED and not _looks_numeric(value):
             return value
@@ -134,7 +139,7 @@ def kong_at_least(version: str, wanted: tuple[int, int]) -> bool:
     return (major, minor) >= wanted
 
 
-def rate_limit_plugin(src: dict, env: dict, key: str) -> dict:
+def rate_limit_plugin(src: dict, env: dict, key: str, kong: str) -> dict:
     group = src["rate_limits"][key]
     config: dict = {"minute": group["minute"]}
     if group["per"] == "ip":
@@ -144,19 +149,36 @@ def rate_limit_plugin(src: dict, env: dict, key: str) -> dict:
         config["header_name"] = "X-Account-Id"
     else:
         raise SourceError(f"rate_limits.{key}.per must be ip or account")
-    policy = env.get("rate_limit_policy", "local")
-    config["policy"] = policy
-    if policy == "redis":
-        redis = env.get("rate_limit_redis") or {}
-        for field in ("host", "port", "password", "ssl", "timeout"):
-            if field in redis:
-                config[f"redis_{field}"] = redis[field]
-        if "redis_host" not in config:
-            raise SourceError("rate_limit_policy redis needs rate_limit_redis.host")
-    elif policy != "local":
-        raise SourceError("rate_limit_policy must be local or redis")
+    config.update(rate_limit_policy(env, kong))
     config["fault_tolerant"] = True
     return {"name": "rate-limiting", "config": config}
+
+
+REDIS_FIELDS = ("host", "port", "password", "ssl", "ssl_verify", "server_name", "timeout", "database")
+
+
+def rate_limit_policy(env: dict, kong: str) -> dict:
+    """policy and, for "redis", where the cluster's shared counters live (design.md section 7):
+    nested config.redis.* on Kong 3.6+, the flat redis_* fields before (3.6 and 3.7 still
+    accept those as deprecated aliases, so the 3.4 files load there too)."""
+    policy = env.get("rate_limit_policy", "local")
+    if policy == "local":
+        return {"policy": "local"}
+    if policy != "redis":
+        raise SourceError("rate_limit_policy must be local or redis")
+    redis = env.get("rate_limit_redis") or {}
+    unknown = sorted(set(redis) - set(REDIS_FIELDS))
+    if unknown:
+        raise SourceError(f"rate_limit_redis: unknown fields {unknown} (known: {list(REDIS_FIELDS)})")
+    for field in ("host", "port", "password"):
+        if field not in redis:
+            raise SourceError(f"rate_limit_policy redis needs rate_limit_redis.{field}")
+    if not str(redis["password"]).startswith("{vault://"):
+        raise SourceError("rate_limit_redis.password must be a Kong vault reference")
+    fields = {f: redis[f] for f in REDIS_FIELDS if f in redis}
+    if kong_at_least(kong, (3, 6)):
+        return {"policy": "redis", "redis": fields}
+    return {"policy": "redis", **{f"redis_{f}": v for f, v in fields.items()}}
 
 
 def route_plugins(src: dict, env: dict, kong: str, route: dict) -> list[dict]:
@@ -194,7 +216,7 @@ def route_plugins(src: dict, env: dict, kong: str, route: dict) -> list[dict]:
             acl["always_use_authenticated_groups"] = True
         plugins.append({"name": "acl", "config": acl})
     if route.get("rate_limit"):
-        limit = rate_limit_plugin(src, env, route["rate_limit"])
+        limit = rate_limit_plugin(src, env, route["rate_limit"], kong)
         if auth == "partner_key" and limit["config"].get("limit_by") == "header":
             # No ghasi plugin writes X-Account-Id here (a client's copy would pick the bucket):
             # count per key-auth consumer instead.
@@ -292,7 +314,22 @@ def conf_entries(src: dict, variant: str) -> list[tuple[str, str]]:
         ("nginx_http_lua_socket_send_timeout", t["send"]),
         ("nginx_http_lua_socket_read_timeout", t["read"]),
     ]
-    return entries
+    return entries + real_ip_entries(src)
+
+
+def real_ip_entries(src: dict) -> list[tuple[str, str]]:
+    """Kong behind a load balancer: take the client address from the balancer's header, so
+    per-IP rate limits count clients, not the balancer (README "Scale-out (Redis)")."""
+    r = src.get("real_ip")
+    if not r:
+        return []
+    if not r.get("trusted_ips") or r.get("header") is None:
+        raise SourceError("real_ip needs header and trusted_ips")
+    return [
+        ("real_ip_header", r["header"]),
+        ("real_ip_recursive", r.get("recursive", "on")),
+        ("trusted_ips", ",".join(r["trusted_ips"])),
+    ]
 
 
 CONF_NOTES = {
@@ -311,6 +348,12 @@ CONF_NOTES = {
     ),
 }
 
+REAL_IP_NOTE = (
+    "# real_ip_header / real_ip_recursive / trusted_ips: the client address behind a load\n"
+    "# balancer (per-IP rate limits); set trusted_ips to your balancer's addresses (README\n"
+    "# \"Scale-out (Redis)\").\n"
+)
+
 TIMEOUT_NOTE = (
     "# The three nginx_http_lua_socket_* bounds apply to every Lua cosocket of the http subsystem\n"
     "# that sets no timeout of its own (the plugin-server RPC, custom plugins, ...); README\n"
@@ -320,7 +363,7 @@ TIMEOUT_NOTE = (
 
 def render_conf(src: dict, variant: str) -> str:
     body = "".join(f"{k} = {v}\n" for k, v in conf_entries(src, variant))
-    return HEADER + "# kong.conf fragment: append to kong.conf.\n" + CONF_NOTES[variant] + TIMEOUT_NOTE + body
+    return HEADER + "# kong.conf fragment: append to kong.conf.\n" + CONF_NOTES[variant] + TIMEOUT_NOTE + REAL_IP_NOTE + body
 
 
 def render_env(src: dict, variant: str) -> str:
@@ -331,6 +374,7 @@ def render_env(src: dict, variant: str) -> str:
         + "# systemd EnvironmentFile): one VAR=value per line, values unquoted, spaces kept.\n"
         + CONF_NOTES[variant]
         + TIMEOUT_NOTE
+        + REAL_IP_NOTE
         + body
     )
 

@@ -91,6 +91,15 @@ pub struct Settings {
     /// memory grows only as keys are cached, ≈ 100 bytes plus the identity's length each).
     #[arg(long, env = "GHASI_API_KEY_CACHE_ENTRIES", default_value_t = 1_000_000, value_parser = parse_cache_entries)]
     pub api_key_cache_entries: usize,
+
+    /// Redis to subscribe to for revocation messages, e.g. `redis://:password@redis:6379/0` or
+    /// `rediss://…` (TLS); off when unset. Prefer the environment variable: it holds a password.
+    #[arg(long, env = "GHASI_REVOCATION_REDIS_URL", hide_env_values = true)]
+    pub revocation_redis_url: Option<String>,
+
+    /// Pub/sub channel auth-service publishes revocation messages on.
+    #[arg(long, env = "GHASI_REVOCATION_CHANNEL", default_value = crate::revocation::DEFAULT_CHANNEL)]
+    pub revocation_channel: String,
 }
 
 fn parse_octal(s: &str) -> Result<u32, String> {

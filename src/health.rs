@@ -49,11 +49,25 @@ impl SocketOwner {
     }
 }
 
+/// The revocation subscriber (absent when `--revocation-redis-url` is unset). Informative
+/// only: without Redis the server serves with normal cache lifetimes, so `/ready` ignores it.
+#[derive(Debug, Clone, Serialize)]
+pub struct RevocationHealth {
+    /// `connecting`, `subscribed` or `disconnected`.
+    pub state: &'static str,
+    pub channel: String,
+    /// Why the last connection failed or ended (no URL or password in it).
+    pub last_error: Option<String>,
+    /// Successful (re)subscriptions so far.
+    pub subscriptions: u64,
+}
+
 #[derive(Default)]
 struct State {
     jwks: BTreeMap<String, JwksHealth>,
     auth_services: BTreeMap<String, AuthServiceHealth>,
     socket: Option<SocketOwner>,
+    revocation: Option<RevocationHealth>,
 }
 
 static LISTENING: AtomicBool = AtomicBool::new(false);
@@ -80,6 +94,10 @@ pub fn report_auth_service(url: &str, reachable: bool, last_error: Option<&'stat
     state().lock().auth_services.insert(url.to_owned(), AuthServiceHealth { reachable, last_error });
 }
 
+pub fn report_revocation(health: RevocationHealth) {
+    state().lock().revocation = Some(health);
+}
+
 #[derive(Debug, Serialize)]
 pub struct Report {
     pub ready: bool,
@@ -89,6 +107,8 @@ pub struct Report {
     pub socket_owned: bool,
     pub jwks: BTreeMap<String, JwksHealth>,
     pub auth_services: BTreeMap<String, AuthServiceHealth>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub revocation: Option<RevocationHealth>,
 }
 
 /// Ready = the socket listens, its path is still ours, and every JWKS in use has loaded a
@@ -98,5 +118,12 @@ pub fn report() -> Report {
     let s = state().lock();
     let socket_owned = s.socket.as_ref().is_some_and(SocketOwner::still_ours);
     let ready = listening && socket_owned && s.jwks.values().all(|j| j.loaded);
-    Report { ready, listening, socket_owned, jwks: s.jwks.clone(), auth_services: s.auth_services.clone() }
+    Report {
+        ready,
+        listening,
+        socket_owned,
+        jwks: s.jwks.clone(),
+        auth_services: s.auth_services.clone(),
+        revocation: s.revocation.clone(),
+    }
 }

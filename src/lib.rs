@@ -36,6 +36,7 @@ pub mod process_metrics;
 pub mod plugins;
 pub mod probe;
 pub mod registry;
+pub mod revocation;
 pub mod rpc;
 pub mod server;
 pub mod shutdown;
@@ -79,6 +80,8 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         tracing::warn!("GHASI_TEST_CLOCK=1: the test clock RPC is enabled; never use this in production");
     }
     plugins::api_key::cache::set_positive_capacity(settings.api_key_cache_entries);
+    let revocation =
+        revocation::Subscription::from_settings(settings.revocation_redis_url.as_deref(), &settings.revocation_channel)?;
     let registry = registry::Registry::new(served_plugins(), Duration::from_secs(settings.event_timeout_secs));
     let ops_listener = match settings.metrics_listen {
         Some(addr) => Some(ops::bind(addr).await?),
@@ -92,6 +95,10 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         let cache = plugins::jwt::jwks::shared(url);
         let timing = plugins::jwt::config::JwksTiming::defaults();
         tokio::spawn(async move { cache.warm(timing).await });
+    }
+    if let Some(subscription) = revocation {
+        // On the runtime of `run`, which lives as long as the process.
+        tokio::spawn(revocation::run(subscription, revocation::Targets::process()));
     }
     if let Some(l) = ops_listener {
         tracing::info!(addr = %l.local_addr()?, "serving /metrics, /health and /ready");

@@ -96,6 +96,8 @@ pub struct Metrics {
     /// 1 when `/ready` would answer 200 (set at scrape time), for the `GhasiNotReady` alert.
     pub ready: Gauge,
     pub incomplete_frame_bytes: Gauge,
+    pub revocation: RevocationMetrics,
+    pub api_key_revalidations: Family<CacheLabels, Counter>,
     registry: Registry,
 }
 
@@ -124,6 +126,8 @@ impl Metrics {
             connection_errors: Family::default(),
             ready: Gauge::default(),
             incomplete_frame_bytes: Gauge::default(),
+            revocation: RevocationMetrics::default(),
+            api_key_revalidations: Family::default(),
             registry: Registry::default(),
         };
         // process_* carry no prefix (the client libraries' convention); ours are `ghasi_*`.
@@ -148,6 +152,8 @@ impl Metrics {
         registry.register("connection_errors", "Connections closed on a protocol or I/O error, by kind", m.connection_errors.clone());
         registry.register("incomplete_frame_bytes", "Bytes buffered for frames still arriving, all connections (bounded by --buffer-budget-bytes)", m.incomplete_frame_bytes.clone());
         registry.register("ready", "1 when /ready answers 200 (socket listening, every JWKS in use loaded), else 0", m.ready.clone());
+        m.revocation.register(registry);
+        registry.register("api_key_revalidations", "Background revalidations of hot API keys shortly before their cache lifetime ends, by result", m.api_key_revalidations.clone());
         registry.register(
             "build",
             "Version of this plugin server (value always 1)",
@@ -190,6 +196,17 @@ impl Metrics {
         for kind in ["bad_frame", "frame_too_large", "bad_envelope", "truncated", "io", "buffer_budget"] {
             let _ = self.connection_errors.get_or_create(&KindLabels { kind });
         }
+        for kind in ["api_key", "account", "jwks", "flush"] {
+            let _ = self.revocation.messages.get_or_create(&KindLabels { kind });
+            let _ = self.revocation.evictions.get_or_create(&KindLabels { kind });
+        }
+        let _ = self.revocation.evictions.get_or_create(&KindLabels { kind: "subscribe" });
+        for kind in ["not_json", "unknown_type", "missing_field", "too_large"] {
+            let _ = self.revocation.malformed.get_or_create(&KindLabels { kind });
+        }
+        for result in ["valid", "invalid", "unavailable"] {
+            let _ = self.api_key_revalidations.get_or_create(&CacheLabels { plugin: API_KEY, result });
+        }
     }
 
     /// The OpenMetrics text exposition.
@@ -213,6 +230,31 @@ impl Metrics {
 
     pub fn upstream_failure(&self, target: &'static str, kind: &'static str) {
         self.upstream_failures.get_or_create(&FailureLabels { target, kind }).inc();
+    }
+}
+
+/// The revocation subscriber's metrics (`--revocation-redis-url`).
+#[derive(Default)]
+pub struct RevocationMetrics {
+    /// By message type: `api_key`, `account`, `jwks`, `flush`.
+    pub messages: Family<KindLabels, Counter>,
+    /// Ignored messages, by why: `too_large`, `not_json`, `unknown_type`, `missing_field`.
+    pub malformed: Family<KindLabels, Counter>,
+    /// 1 while subscribed.
+    pub connected: Gauge,
+    pub subscriptions: Counter,
+    /// Cached API-key verdicts dropped, by message type (`subscribe` for the flush that
+    /// follows every (re)subscription).
+    pub evictions: Family<KindLabels, Counter>,
+}
+
+impl RevocationMetrics {
+    fn register(&self, registry: &mut Registry) {
+        registry.register("revocation_messages", "Revocation messages applied, by type", self.messages.clone());
+        registry.register("revocation_malformed_messages", "Revocation messages ignored as malformed or of an unknown type", self.malformed.clone());
+        registry.register("revocation_connected", "1 while subscribed to the revocation channel, else 0", self.connected.clone());
+        registry.register("revocation_subscriptions", "(Re)subscriptions to the revocation channel; each flushes the API-key verdicts", self.subscriptions.clone());
+        registry.register("revocation_evictions", "Cached API-key verdicts dropped by revocation, by message type", self.evictions.clone());
     }
 }
 

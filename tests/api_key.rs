@@ -469,7 +469,8 @@ async fn auth_service_down_then_up() {
 #[tokio::test]
 async fn valid_keys_are_cached_60_s_and_invalid_ones_15_s() {
     let env = Env::start().await;
-    let plugin = env.plugin(json!({}));
+    // The lifetimes alone: no background revalidation near the end (tests/refresh_ahead.rs).
+    let plugin = env.plugin(json!({"refresh_ahead": 0}));
     assert_eq!(status(&ask(&env, &plugin, KEY_ALICE).await.0), 200);
     assert_refused(&ask(&env, &plugin, KEY_UNKNOWN).await.0, 401, "credential_invalid");
     assert_eq!(env.auth.lookups(), 2);

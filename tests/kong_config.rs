@@ -19,6 +19,8 @@ const DECK_FILES: &[(&str, bool)] = &[
     ("kong/kong-3.4-3.7.yaml", false),
     ("kong/staging.kong.yaml", true),
     ("kong/production.kong.yaml", true),
+    ("kong/staging-3.4-3.7.kong.yaml", false),
+    ("kong/production-3.4-3.7.kong.yaml", false),
 ];
 
 /// The public messages API: these routes also take a customer API key (decision, not in the
@@ -410,7 +412,12 @@ fn environments_use_decks_select_tags_and_consumers_match() {
     let tags = |doc: &Value| strings(doc.get("_info").and_then(|i| i.get("select_tags")));
     let want = tags(&consumers);
     assert!(!want.is_empty(), "consumers.yaml needs select_tags");
-    for rel in ["kong/staging.kong.yaml", "kong/production.kong.yaml"] {
+    for rel in [
+        "kong/staging.kong.yaml",
+        "kong/production.kong.yaml",
+        "kong/staging-3.4-3.7.kong.yaml",
+        "kong/production-3.4-3.7.kong.yaml",
+    ] {
         assert_eq!(tags(&load(rel)), want, "{rel}: select_tags must equal consumers.yaml's");
     }
     // Kong loads kong.yaml itself in DB-less mode: no decK-only keys there.
@@ -452,6 +459,71 @@ fn conf_file(rel: &str) -> Vec<(String, String)> {
             (format!("KONG_{}", k.to_uppercase()), v.to_string())
         })
         .collect()
+}
+
+/// decK environment templating (`${{ env "DECK_X" }}`), filled in at sync time.
+fn is_deck_env(v: Option<&Value>) -> bool {
+    v.and_then(Value::as_str).is_some_and(|t| t.starts_with("${{ env \"DECK_") && t.ends_with("\" }}"))
+}
+
+/// design.md §7: every rate limit of a multi-node environment counts per cluster, in Redis, with
+/// the address and TLS from decK's environment and the password from a Kong vault; the nested
+/// `redis` record on Kong 3.6+, the flat `redis_*` fields for the 3.4–3.7 files. The single-node
+/// files (compose, quick start) count locally.
+#[test]
+fn multi_node_rate_limits_count_in_redis_and_single_node_ones_locally() {
+    let files = [
+        ("kong/staging.kong.yaml", Some(true)),
+        ("kong/production.kong.yaml", Some(true)),
+        ("kong/staging-3.4-3.7.kong.yaml", Some(false)),
+        ("kong/production-3.4-3.7.kong.yaml", Some(false)),
+        ("kong/kong.yaml", None),
+        ("kong/kong-3.4-3.7.yaml", None),
+        ("kong/quickstart.kong.yaml", None),
+    ];
+    for (rel, redis) in files {
+        let doc = load(rel);
+        let mut limits = 0;
+        for d in deck_routes(&doc) {
+            let Some(rl) = plugin(&d.route, "rate-limiting") else { continue };
+            limits += 1;
+            let c = config(rl);
+            let what = format!("{rel}: {}", s(&d.route, "name").unwrap_or("?"));
+            let Some(nested) = redis else {
+                assert_eq!(s(c, "policy"), Some("local"), "{what}: one node counts locally");
+                continue;
+            };
+            assert_eq!(s(c, "policy"), Some("redis"), "{what}: counted per cluster");
+            let field = |name: &str| if nested { c.get("redis").and_then(|r| r.get(name)) } else { c.get(format!("redis_{name}")) };
+            if nested {
+                assert!(c.get("redis_host").is_none(), "{what}: Kong 3.6+ takes the nested redis record");
+            } else {
+                assert!(c.get("redis").is_none(), "{what}: Kong 3.4/3.5 reject the nested redis record");
+            }
+            for name in ["host", "port", "ssl", "server_name"] {
+                assert!(is_deck_env(field(name)), "{what}: redis {name} from decK's environment");
+            }
+            assert!(
+                field("password").and_then(Value::as_str).is_some_and(|p| p.starts_with("{vault://")),
+                "{what}: the Redis password is a vault reference"
+            );
+            assert_eq!(field("ssl_verify").and_then(Value::as_bool), Some(true), "{what}: TLS is verified");
+            assert!(flag(c, "fault_tolerant"), "{what}: Redis down must not fail requests");
+        }
+        assert!(limits > 0, "{rel}: no rate limits");
+    }
+}
+
+#[test]
+fn kong_conf_fragments_take_the_client_address_from_the_balancer() {
+    for variant in ["3.4-3.8", "3.9"] {
+        let env = env_file(&format!("kong/conf/kong-{variant}.env"));
+        let get = |k: &str| env.iter().find(|(key, _)| key == k).map(|(_, v)| v.as_str());
+        assert!(get("KONG_REAL_IP_HEADER").is_some_and(|h| !h.is_empty()), "{variant}: real_ip_header");
+        assert_eq!(get("KONG_REAL_IP_RECURSIVE"), Some("on"), "{variant}: real_ip_recursive");
+        let trusted = get("KONG_TRUSTED_IPS").unwrap_or_else(|| panic!("{variant}: trusted_ips"));
+        assert!(!trusted.split(',').any(|c| c == "0.0.0.0/0" || c == "::/0"), "{variant}: trusting everyone lets clients pick their IP");
+    }
 }
 
 #[test]

@@ -4,6 +4,7 @@
 
 pub mod http;
 pub mod raw;
+pub mod redis;
 
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};

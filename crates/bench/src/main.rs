@@ -21,6 +21,7 @@ mod auth;
 mod load;
 mod procfs;
 mod report;
+mod revocation;
 mod servers;
 
 use std::path::{Path, PathBuf};
@@ -86,12 +87,15 @@ struct Cli {
     hit_keys: u64,
     /// Run only these scenario ids (comma-separated): floor, api-key-hit, js, python-gevent,
     /// python, floor-denied, denied, js-denied, python-gevent-denied, python-denied,
-    /// api-key-miss, jwt-cached, jwt-rs256, jwt-es256, memory.
+    /// api-key-miss, jwt-cached, jwt-rs256, jwt-es256, memory, revocation.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Skip these scenario ids (comma-separated).
     #[arg(long, value_delimiter = ',')]
     skip: Vec<String>,
+    /// Revocations measured in the revocation scenario.
+    #[arg(long, default_value_t = 300)]
+    revocations: usize,
     /// Also write the markdown here (scripts/bench: bench/results.md).
     #[arg(long)]
     out: Option<PathBuf>,
@@ -121,6 +125,12 @@ fn main() -> anyhow::Result<()> {
     let started = std::time::Instant::now();
     bench.run_all()?;
     let memory = if bench.wants("memory") { Some(bench.memory()) } else { None };
+    let revocation = if bench.wants("revocation") {
+        eprintln!("== revocation — push latency, hot keys, eviction scan");
+        Some(revocation::run(&bench.paths.ghasi, cli.revocations))
+    } else {
+        None
+    };
 
     let machine = report::Machine::probe(&cli.node, &bench.paths.python_server.with_file_name("python"));
     let settings = report::Settings { workers: cli.workers, concurrency: cli.concurrency, seconds: cli.seconds, warmup: cli.warmup };
@@ -133,6 +143,10 @@ fn main() -> anyhow::Result<()> {
     if let Some(m) = &memory {
         md.push_str("\nMemory:\n\n");
         md.push_str(&report::memory_section(m));
+    }
+    if let Some(r) = &revocation {
+        md.push_str("\nRevocation push and hot keys (issue 14):\n\n");
+        md.push_str(r);
     }
     let _ = std::fmt::Write::write_fmt(&mut md, format_args!("\nTotal benchmark time: {:.0} s.\n", started.elapsed().as_secs_f64()));
     println!("\n{md}");

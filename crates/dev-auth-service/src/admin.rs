@@ -20,6 +20,7 @@ use crate::config::{Account, ApiKey, User};
 use crate::contract::{error, BadRequest};
 use crate::dev_api::parse_body;
 use crate::faults::{FaultWire, Target};
+use crate::revocations;
 use crate::server::ConnCtx;
 use crate::state::{PowerCmd, Shared};
 
@@ -144,7 +145,11 @@ pub(crate) async fn up(State(st): State<Arc<Shared>>) -> Response {
 pub(crate) async fn upsert_account(State(st): State<Arc<Shared>>, body: Bytes) -> Response {
     match parse::<Account>(&body) {
         Ok(account) => {
+            let suspended = (account.status == crate::AccountStatus::Suspended).then(|| account.id.clone());
             st.directory.write().upsert_account(account);
+            if let Some(id) = suspended {
+                let _ = st.revoked(revocations::account(&id)).await;
+            }
             StatusCode::NO_CONTENT.into_response()
         }
         Err(bad) => bad.into_response(),
@@ -170,8 +175,14 @@ pub(crate) async fn upsert_api_key(State(st): State<Arc<Shared>>, body: Bytes) -
         Err(bad) => return bad.into_response(),
     };
     let key_id = key.key_id.clone();
-    match st.directory.write().upsert_api_key(key) {
+    let replaced = st.directory.read().key_id(&key.key);
+    let result = st.directory.write().upsert_api_key(key);
+    match result {
         Ok(()) => {
+            // A replaced key may have changed owner or been revoked: caches must forget it.
+            if let Some(old) = replaced {
+                let _ = st.revoked(revocations::api_key(&old)).await;
+            }
             tracing::info!(%key_id, "api key added");
             StatusCode::NO_CONTENT.into_response()
         }
@@ -198,7 +209,11 @@ pub(crate) async fn revoke_api_key(State(st): State<Arc<Shared>>, body: Bytes) -
         Ok(req) => req,
         Err(bad) => return bad.into_response(),
     };
+    let key_id = st.directory.read().key_id(&req.key);
     if st.directory.write().set_revoked(&req.key, req.revoked) {
+        if let Some(key_id) = key_id.filter(|_| req.revoked) {
+            let _ = st.revoked(revocations::api_key(&key_id)).await;
+        }
         StatusCode::NO_CONTENT.into_response()
     } else {
         error(StatusCode::NOT_FOUND, "not_found", "unknown API key")

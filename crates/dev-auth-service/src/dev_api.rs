@@ -65,6 +65,7 @@ pub(crate) async fn rotate_keys(st: &Shared, alg: Alg, keep_old: bool) -> anyhow
     let key = tokio::task::spawn_blocking(move || SigningKey::generate(alg)).await??;
     let kid = st.keys.write().rotate(key, keep_old);
     tracing::info!(%kid, %alg, keep_old, "rotated signing key");
+    let _ = st.revoked(crate::revocations::jwks()).await;
     Ok(kid)
 }
 

@@ -146,6 +146,11 @@ impl Directory {
         Ok(())
     }
 
+    /// The public id of `key`, if known.
+    pub fn key_id(&self, key: &str) -> Option<String> {
+        self.keys.get(key).map(|k| k.key_id.clone())
+    }
+
     /// Marks a key revoked (or not). False for an unknown key.
     pub fn set_revoked(&mut self, key: &str, revoked: bool) -> bool {
         self.keys

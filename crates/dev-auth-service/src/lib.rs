@@ -22,6 +22,7 @@ pub mod fixtures;
 pub mod forge;
 mod keyring;
 mod keys;
+mod revocations;
 mod router;
 mod server;
 mod state;

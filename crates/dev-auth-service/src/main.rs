@@ -24,6 +24,13 @@ struct Cli {
     /// down, so `POST /_dev/up` can reach it).
     #[arg(long, env = "DEV_AUTH_ADMIN_LISTEN")]
     admin_listen: Option<SocketAddr>,
+    /// Redis to publish revocation messages on (key revoked, account suspended, keys rotated),
+    /// e.g. `redis://redis:6379`; off when unset.
+    #[arg(long, env = "DEV_AUTH_REDIS_URL", hide_env_values = true)]
+    redis_url: Option<String>,
+    /// Channel of the revocation messages.
+    #[arg(long, env = "DEV_AUTH_REVOCATION_CHANNEL", default_value = "ghasi:revocations")]
+    revocation_channel: String,
     /// Log as JSON lines.
     #[arg(long, env = "DEV_AUTH_LOG_JSON")]
     log_json: bool,
@@ -78,6 +85,10 @@ async fn main() -> anyhow::Result<()> {
         "config loaded"
     );
     let svc = DevAuthService::start_at(cli.listen, config).await?;
+    if let Some(url) = cli.redis_url.as_deref().filter(|u| !u.is_empty()) {
+        svc.publish_revocations(url, &cli.revocation_channel)?;
+        println!("  revocations: published on Redis channel {}", cli.revocation_channel);
+    }
     println!("dev-auth-service (development stand-in, not for production)");
     println!("  url:    {}", svc.url());
     println!("  lookup: POST {}", svc.lookup_url());

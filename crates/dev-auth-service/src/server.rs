@@ -396,7 +396,11 @@ impl DevAuthService {
     /// Adds a known key to, or removes it from, the JWKS without changing the current keys.
     /// False for an unknown kid.
     pub fn set_published(&self, kid: &str, published: bool) -> bool {
-        self.shared.keys.write().set_published(kid, published)
+        let changed = self.shared.keys.write().set_published(kid, published);
+        if changed && !published {
+            drop(self.shared.revoked(crate::revocations::jwks()));
+        }
+        changed
     }
 
     /// Mints a token; panics on an invalid spec (unknown user, kid/alg mismatch).
@@ -423,9 +427,25 @@ impl DevAuthService {
         self.shared.directory.write().upsert_api_key(key)
     }
 
-    /// Revokes a key (lookups answer 403). False for an unknown key.
+    /// Publishes revocation messages on `channel` of the Redis at `redis_url` from now on
+    /// (see the module `revocations`). Call once, inside a tokio runtime.
+    pub fn publish_revocations(&self, redis_url: &str, channel: &str) -> anyhow::Result<()> {
+        let publisher = crate::revocations::Publisher::start(redis_url, channel)?;
+        self.shared
+            .revocations
+            .set(publisher)
+            .map_err(|_| anyhow::anyhow!("revocation push is already on"))
+    }
+
+    /// Revokes a key (lookups answer 403) and publishes the revocation. False for an unknown
+    /// key.
     pub fn revoke_key(&self, key: &str) -> bool {
-        self.shared.directory.write().set_revoked(key, true)
+        let key_id = self.shared.directory.read().key_id(key);
+        let revoked = self.shared.directory.write().set_revoked(key, true);
+        if let Some(key_id) = key_id {
+            drop(self.shared.revoked(crate::revocations::api_key(&key_id)));
+        }
+        revoked
     }
 
     /// Un-revokes a key. False for an unknown key.
@@ -435,7 +455,12 @@ impl DevAuthService {
 
     /// Deletes a key (lookups answer 404). False for an unknown key.
     pub fn remove_api_key(&self, key: &str) -> bool {
-        self.shared.directory.write().remove_api_key(key)
+        let key_id = self.shared.directory.read().key_id(key);
+        let removed = self.shared.directory.write().remove_api_key(key);
+        if let Some(key_id) = key_id {
+            drop(self.shared.revoked(crate::revocations::api_key(&key_id)));
+        }
+        removed
     }
 
     /// Adds or replaces an account.
@@ -450,10 +475,15 @@ impl DevAuthService {
 
     /// Suspends or reactivates an account. False for an unknown account.
     pub fn set_account_status(&self, account_id: &str, status: AccountStatus) -> bool {
-        self.shared
+        let changed = self
+            .shared
             .directory
             .write()
-            .set_account_status(account_id, status)
+            .set_account_status(account_id, status);
+        if changed && status == AccountStatus::Suspended {
+            drop(self.shared.revoked(crate::revocations::account(account_id)));
+        }
+        changed
     }
 }
 

@@ -4,6 +4,8 @@
 //! Why one struct behind an `Arc`: a test changes a fault or revokes a key through its
 //! [`crate::DevAuthService`] while requests are being served, and the next request must see it.
 
+use std::sync::OnceLock;
+
 use parking_lot::RwLock;
 use tokio::sync::mpsc;
 
@@ -11,6 +13,7 @@ use crate::config::DevConfig;
 use crate::directory::Directory;
 use crate::faults::{Counters, FaultBoard};
 use crate::keyring::KeyRing;
+use crate::revocations::Publisher;
 
 /// A request to take the main listener down or bring it back (sent by the admin API, carried out
 /// by the server, which owns the listener).
@@ -37,6 +40,8 @@ pub(crate) struct Shared {
     pub faults: FaultBoard,
     pub counters: Counters,
     pub power: mpsc::UnboundedSender<PowerCmd>,
+    /// Revocation push, when configured.
+    pub revocations: OnceLock<Publisher>,
 }
 
 impl Shared {
@@ -52,6 +57,20 @@ impl Shared {
             faults: FaultBoard::default(),
             counters: Counters::default(),
             power,
+            revocations: OnceLock::new(),
+        }
+    }
+
+    /// Publishes a revocation message, if revocation push is on; the receiver fires once it is
+    /// out (at once when push is off).
+    pub fn revoked(&self, message: serde_json::Value) -> tokio::sync::oneshot::Receiver<()> {
+        match self.revocations.get() {
+            Some(publisher) => publisher.send(message),
+            None => {
+                let (done, rx) = tokio::sync::oneshot::channel();
+                let _ = done.send(());
+                rx
+            }
         }
     }
 }

@@ -53,11 +53,11 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use hashbrown::HashTable;
 use hmac::{Hmac, Mac};
-use parking_lot::Mutex;
+use parking_lot::{Mutex, MutexGuard};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use sha2::Sha256;
-use tokio::sync::watch;
+use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 
 use super::client::{Answer, KeyInfo, MAX_IDENTITY_LEN};
 use crate::{clock, metrics};
@@ -111,6 +111,9 @@ pub struct Lifetimes {
     pub negative: Duration,
     /// `stale_if_error`: how long past `positive` a valid verdict may serve during an outage.
     pub stale_if_error: Duration,
+    /// `refresh_ahead`: a hit this close to the end of `positive` starts one background
+    /// revalidation (capped at half of `positive`; zero: never).
+    pub refresh_ahead: Duration,
 }
 
 /// The identity of a valid key as the cache keeps it and a request reads it: a view into
@@ -239,11 +242,22 @@ struct Positive {
     learnt: u64,
     /// The key's own expiry, ms; `u64::MAX` when it has none.
     expires: u64,
+    /// A background revalidation was started for this `learnt` (at most one per lifetime;
+    /// fits the slot's padding, so it costs no memory).
+    revalidating: bool,
 }
 
 impl Positive {
     fn usable_until(&self, lifetime: Duration) -> u64 {
         self.learnt.saturating_add(millis(lifetime)).min(self.expires)
+    }
+
+    /// Whether a hit at `now` should start the background revalidation of this lifetime.
+    fn revalidation_due(&self, lifetimes: Lifetimes, now: u64) -> bool {
+        let window = lifetimes.refresh_ahead.min(lifetimes.positive / 2);
+        !self.revalidating
+            && !window.is_zero()
+            && now >= self.learnt.saturating_add(millis(lifetimes.positive - window))
     }
 }
 
@@ -257,9 +271,18 @@ enum Fetched {
 
 type Flight = watch::Receiver<Option<Fetched>>;
 
+/// Background revalidations in flight at most, per cache: hot keys are refreshed without
+/// letting a burst of them become a burst of auth-service calls.
+pub const MAX_REVALIDATIONS: usize = 32;
+/// Valid entries checked per lock acquisition when evicting by key or account id (a scan of
+/// 1,000,000 entries thus never holds the lock for more than one chunk; see `evict_where`).
+const EVICT_CHUNK: usize = 16_384;
+
 /// One auth-service's verdicts.
 pub struct KeyCache {
     state: Mutex<State>,
+    /// Permits for background revalidations ([`MAX_REVALIDATIONS`]).
+    revalidations: Arc<Semaphore>,
 }
 
 struct State {
@@ -269,11 +292,17 @@ struct State {
     /// When each invalid verdict was learnt, ms.
     negative: Lru<u64>,
     flights: HashMap<Digest, Flight>,
+    /// Bumped by every revocation; a lookup started under an older epoch may answer its
+    /// waiters but cannot store a valid verdict (it may predate the revocation).
+    epoch: u64,
 }
 
 impl KeyCache {
     pub fn new(positive_capacity: usize, negative_capacity: usize) -> KeyCache {
-        KeyCache { state: Mutex::new(State::new(positive_capacity, negative_capacity)) }
+        KeyCache {
+            state: Mutex::new(State::new(positive_capacity, negative_capacity)),
+            revalidations: Arc::new(Semaphore::new(MAX_REVALIDATIONS)),
+        }
     }
 
     /// Decides about the key whose digest is `digest`: from the cache when a fresh entry
@@ -290,27 +319,16 @@ impl KeyCache {
     {
         let (mut flight, status) = {
             let mut state = self.state.lock();
-            if let Some(cached) = state.cached(&digest, lifetimes, clock::now()) {
+            if let Some((cached, due)) = state.fresh(&digest, lifetimes, clock::now()) {
+                if due {
+                    self.revalidate(&mut state, digest, lookup);
+                }
                 return cached;
             }
             // A flight whose task died without an answer (a panic) is replaced.
             match state.flights.get(&digest).filter(|f| f.has_changed().is_ok()) {
                 Some(flight) => (flight.clone(), CacheStatus::Coalesced),
-                None => {
-                    let (tx, rx) = watch::channel(None);
-                    state.flights.insert(digest, rx.clone());
-                    let cache = Arc::clone(self);
-                    let lookup = lookup();
-                    tokio::spawn(async move {
-                        let answer = lookup.await;
-                        // Recording the answer and ending the flight happen under one lock,
-                        // so a request arriving meanwhile sees either the flight or the entry.
-                        let fetched = cache.state.lock().settle(digest, answer, clock::now(), clock::unix_now());
-                        // Nobody waiting any more is fine: the cache is filled already.
-                        let _ = tx.send(Some(fetched));
-                    });
-                    (rx, CacheStatus::Miss)
-                }
+                None => (self.start_flight(&mut state, digest, lookup(), None), CacheStatus::Miss),
             }
         };
         let fetched = match flight.wait_for(Option::is_some).await {
@@ -327,6 +345,123 @@ impl KeyCache {
         }
     }
 
+    /// Starts the lookup of `digest` on its own task and registers it as the key's flight.
+    /// `permit` marks a background revalidation (counted, and bounded by the semaphore).
+    fn start_flight<F>(
+        self: &Arc<Self>,
+        state: &mut State,
+        digest: Digest,
+        lookup: F,
+        permit: Option<OwnedSemaphorePermit>,
+    ) -> Flight
+    where
+        F: Future<Output = Answer> + Send + 'static,
+    {
+        let (tx, rx) = watch::channel(None);
+        state.flights.insert(digest, rx.clone());
+        let cache = Arc::clone(self);
+        let epoch = state.epoch;
+        tokio::spawn(async move {
+            let answer = lookup.await;
+            // Recording the answer and ending the flight happen under one lock,
+            // so a request arriving meanwhile sees either the flight or the entry.
+            let fetched = cache.state.lock().settle_since(digest, answer, clock::now(), clock::unix_now(), epoch);
+            if let Some(permit) = permit {
+                drop(permit);
+                let result = match fetched {
+                    Fetched::Valid(_) => "valid",
+                    Fetched::Invalid => "invalid",
+                    Fetched::Unavailable => "unavailable",
+                };
+                metrics::global().api_key_revalidations.get_or_create(&metrics::CacheLabels { plugin: super::NAME, result }).inc();
+            }
+            // Nobody waiting any more is fine: the cache is filled already.
+            let _ = tx.send(Some(fetched));
+        });
+        rx
+    }
+
+    /// A hit near the end of its lifetime: looks the key up again in the background (with
+    /// the key this request presented; the cache never holds it), once per lifetime, unless
+    /// a lookup of it is already in flight or [`MAX_REVALIDATIONS`] are. The request itself
+    /// goes on with the cached verdict.
+    fn revalidate<L, F>(self: &Arc<Self>, state: &mut State, digest: Digest, lookup: L)
+    where
+        L: FnOnce() -> F,
+        F: Future<Output = Answer> + Send + 'static,
+    {
+        if state.flights.get(&digest).is_some_and(|f| f.has_changed().is_ok()) {
+            return;
+        }
+        let Ok(permit) = self.revalidations.clone().try_acquire_owned() else {
+            return; // busy: a later hit of this lifetime tries again
+        };
+        if let Some(p) = state.positive.get_mut(&digest) {
+            p.revalidating = true;
+        }
+        self.start_flight(state, digest, lookup(), Some(permit));
+    }
+
+    /// Drops the valid verdict of every key whose id is `key_id` (revocation message
+    /// `api_key`); returns how many were dropped.
+    pub fn evict_key_id(&self, key_id: &str) -> usize {
+        self.evict_where(|identity| identity.key_id() == key_id)
+    }
+
+    /// Drops the valid verdict of every key of `account_id` (revocation message `account`).
+    pub fn evict_account(&self, account_id: &str) -> usize {
+        self.evict_where(|identity| identity.account_id() == account_id)
+    }
+
+    /// Drops every verdict, valid and invalid (revocation message `flush`, and every
+    /// (re)subscription: messages published while unsubscribed are lost). The entries are
+    /// taken out under the lock and freed after it.
+    pub fn flush(&self) -> usize {
+        let taken = {
+            let mut state = self.state.lock();
+            state.epoch += 1;
+            let positive = state.positive.take_all();
+            let negative = state.negative.take_all();
+            let texts = std::mem::replace(&mut state.texts, Texts::new());
+            (positive, negative, texts)
+        };
+        taken.0.0.len() + taken.1.0.len()
+    }
+
+    /// Removes the valid entries whose identity matches, scanning the slots from the last to
+    /// the first, [`EVICT_CHUNK`] per lock acquisition so that requests wait at most one
+    /// chunk. Why from the end: a removal moves the *last* slot into the hole, so between
+    /// chunks entries only move from already scanned (higher) positions to lower ones and no
+    /// entry present at the start is skipped; entries added meanwhile come from lookups
+    /// started after the epoch bump, i.e. after the revocation. No per-account index: it
+    /// would cost every cached key memory for a rare event (measured: see the report in
+    /// `crates/bench`, `revocation` scenario).
+    fn evict_where(&self, matches: impl Fn(&KeyIdentity) -> bool) -> usize {
+        let mut removed = 0;
+        let mut cursor = {
+            let mut state = self.state.lock();
+            state.epoch += 1;
+            state.positive.len()
+        };
+        while cursor > 0 {
+            let mut state = self.state.lock();
+            cursor = cursor.min(state.positive.len());
+            let stop = cursor.saturating_sub(EVICT_CHUNK);
+            while cursor > stop {
+                cursor -= 1;
+                if matches(&state.positive.slots[cursor].value.identity) {
+                    state.remove_positive_at(cursor);
+                    removed += 1;
+                }
+            }
+            // Hand the lock to a waiting request rather than taking it straight back (a
+            // plain unlock lets this loop win again and again: requests would wait for the
+            // whole scan).
+            MutexGuard::unlock_fair(state);
+        }
+        removed
+    }
+
     /// Entries held: (valid, invalid).
     pub fn len(&self) -> (usize, usize) {
         let state = self.state.lock();
@@ -341,20 +476,29 @@ impl State {
             texts: Texts::new(),
             negative: Lru::new("negative", negative_capacity),
             flights: HashMap::new(),
+            epoch: 0,
         }
     }
 
     /// A fresh entry's decision, if there is one.
+    #[cfg(test)]
     fn cached(&mut self, digest: &Digest, lifetimes: Lifetimes, now: Duration) -> Option<(Verdict, CacheStatus)> {
+        self.fresh(digest, lifetimes, now).map(|(decision, _)| decision)
+    }
+
+    /// A fresh entry's decision, if there is one, and whether it is a hit due for its
+    /// background revalidation.
+    fn fresh(&mut self, digest: &Digest, lifetimes: Lifetimes, now: Duration) -> Option<((Verdict, CacheStatus), bool)> {
         let now = millis(now);
         if let Some(p) = self.positive.get(digest) {
             if now < p.usable_until(lifetimes.positive) {
-                return Some((Verdict::Valid(p.identity.clone()), CacheStatus::Hit));
+                let due = p.revalidation_due(lifetimes, now);
+                return Some(((Verdict::Valid(p.identity.clone()), CacheStatus::Hit), due));
             }
         }
         if let Some(&denied) = self.negative.get(digest) {
             if now < denied.saturating_add(millis(lifetimes.negative)) {
-                return Some((Verdict::Invalid, CacheStatus::Negative));
+                return Some(((Verdict::Invalid, CacheStatus::Negative), false));
             }
         }
         None
@@ -362,10 +506,18 @@ impl State {
 
     /// Records a lookup's answer and ends its flight. `unix_now` is the wall clock in
     /// seconds, to turn the key's `expires_at` into a deadline on the `now` scale.
+    #[cfg(test)]
     fn settle(&mut self, digest: Digest, answer: Answer, now: Duration, unix_now: u64) -> Fetched {
+        self.settle_since(digest, answer, now, unix_now, self.epoch)
+    }
+
+    /// [`State::settle`] for a lookup started in `epoch`: a valid answer of a lookup that
+    /// started before a revocation is handed to its waiters but not cached.
+    fn settle_since(&mut self, digest: Digest, answer: Answer, now: Duration, unix_now: u64, epoch: u64) -> Fetched {
         self.flights.remove(&digest);
         let now = millis(now);
         match answer {
+            Answer::Valid(info) if epoch != self.epoch => Fetched::Valid(KeyIdentity::new(&info)),
             Answer::Valid(info) => {
                 self.negative.remove(&digest, drop);
                 let expires = info.expires_at.map_or(u64::MAX, |at| {
@@ -380,13 +532,13 @@ impl State {
                 }
                 // A refresh of an unchanged identity keeps its text where it is.
                 if let Some(p) = self.positive.get_mut(&digest).filter(|p| p.identity.is(&text, ends)) {
-                    (p.learnt, p.expires) = (now, expires);
+                    (p.learnt, p.expires, p.revalidating) = (now, expires, false);
                     return Fetched::Valid(p.identity.clone());
                 }
                 let (bytes, block) = self.texts.store(text.as_bytes());
                 let identity = KeyIdentity { text: bytes, ends };
                 let texts = &mut self.texts;
-                let positive = Positive { identity: identity.clone(), block, learnt: now, expires };
+                let positive = Positive { identity: identity.clone(), block, learnt: now, expires, revalidating: false };
                 self.positive.insert(digest, positive, |old| texts.release(old.block, old.identity.text.len()));
                 self.sweep();
                 Fetched::Valid(identity)
@@ -405,6 +557,14 @@ impl State {
         if self.positive.remove(digest, |old| texts.release(old.block, old.identity.text.len())) {
             self.sweep();
         }
+    }
+
+    /// Removes the valid entry in slot `i`.
+    fn remove_positive_at(&mut self, i: usize) {
+        let old = self.positive.remove_at(i);
+        self.positive.entries_gauge.dec();
+        self.texts.release(old.block, old.identity.text.len());
+        self.sweep();
     }
 
     /// Checks the next [`SWEEP`] valid entries and moves the text of those in a mostly
@@ -446,15 +606,23 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+fn caches() -> &'static Mutex<HashMap<String, Arc<KeyCache>>> {
+    static CACHES: OnceLock<Mutex<HashMap<String, Arc<KeyCache>>>> = OnceLock::new();
+    CACHES.get_or_init(Default::default)
+}
+
 /// The process-wide cache of one auth-service, shared by every instance and Kong worker.
 pub fn shared(id: &str) -> Arc<KeyCache> {
-    static CACHES: OnceLock<Mutex<HashMap<String, Arc<KeyCache>>>> = OnceLock::new();
-    CACHES
-        .get_or_init(Default::default)
+    caches()
         .lock()
         .entry(id.to_owned())
         .or_insert_with(|| Arc::new(KeyCache::new(positive_capacity(), NEGATIVE_CAPACITY)))
         .clone()
+}
+
+/// Every cache created so far (for revocation messages, which name a key, not a service).
+pub fn all() -> Vec<Arc<KeyCache>> {
+    caches().lock().values().cloned().collect()
 }
 
 /// Bytes per text block.
@@ -682,6 +850,13 @@ impl<V> Lru<V> {
         removed.value
     }
 
+    /// Takes every entry out (the caller frees them, after its lock): the slots and the
+    /// index.
+    fn take_all(&mut self) -> (Vec<Slot<V>>, HashTable<u32>) {
+        self.entries_gauge.dec_by(self.slots.len() as i64);
+        (std::mem::take(&mut self.slots), std::mem::take(&mut self.index))
+    }
+
     /// Removes `digest`'s entry, if any, handing its value to `dropped`.
     fn remove(&mut self, digest: &Digest, dropped: impl FnOnce(V)) -> bool {
         let Some(i) = self.position(digest) else {
@@ -707,6 +882,7 @@ mod tests {
         positive: Duration::from_secs(60),
         negative: Duration::from_secs(15),
         stale_if_error: Duration::ZERO,
+        refresh_ahead: Duration::ZERO,
     };
 
     fn info(account: &str) -> KeyInfo {
@@ -932,6 +1108,85 @@ mod tests {
         });
         assert_eq!(long.consumer_username(), Some(longest.as_str()));
         assert_eq!(id.clone().text.as_ptr(), id.text.as_ptr(), "a clone shares the text");
+    }
+
+    fn keyed(account: &str, key_id: &str) -> Answer {
+        Answer::Valid(KeyInfo { key_id: key_id.into(), ..info(account) })
+    }
+
+    #[tokio::test]
+    async fn revocations_evict_by_key_id_by_account_and_all() {
+        let cache = Arc::new(KeyCache::new(100, 10));
+        let calls = Arc::new(AtomicUsize::new(0));
+        let keys = [("acc_a", "key_1"), ("acc_a", "key_2"), ("acc_b", "key_3"), ("acc_c", "key_4")];
+        for (account, key_id) in keys {
+            cache.resolve(digest(key_id.as_bytes()), LIFETIMES, counted(&calls, keyed(account, key_id))).await;
+        }
+        cache.resolve(digest(b"bad"), LIFETIMES, counted(&calls, Answer::Invalid { status: 404 })).await;
+        let status = |key_id: &'static str| {
+            let (cache, calls) = (cache.clone(), calls.clone());
+            async move { cache.resolve(digest(key_id.as_bytes()), LIFETIMES, counted(&calls, keyed("acc_x", key_id))).await.1 }
+        };
+        assert_eq!(cache.evict_key_id("key_1"), 1);
+        assert_eq!(cache.evict_key_id("key_1"), 0);
+        assert_eq!(cache.evict_account("acc_a"), 1, "key_2; key_1 is gone already");
+        assert_eq!(cache.len(), (2, 1));
+        assert_eq!(status("key_3").await, CacheStatus::Hit, "other accounts keep their verdicts");
+        assert_eq!(status("key_1").await, CacheStatus::Miss, "a revoked key is looked up again");
+        assert_eq!(status("key_2").await, CacheStatus::Miss);
+        assert_eq!(cache.flush(), 5, "four valid, one invalid");
+        assert_eq!(cache.len(), (0, 0));
+        assert_eq!(status("key_4").await, CacheStatus::Miss);
+    }
+
+    #[test]
+    fn chunked_eviction_finds_every_match_in_a_large_cache() {
+        let mut st = State::new(100_000, 4);
+        let keys = digests("many", 3 * EVICT_CHUNK + 7);
+        for (i, d) in keys.iter().enumerate() {
+            let account = if i % 10 == 0 { "acc_hit" } else { "acc_other" };
+            st.settle(*d, keyed(account, &format!("key_{i}")), S(0), 1_000_000);
+        }
+        let cache = KeyCache { state: Mutex::new(st), revalidations: Arc::new(Semaphore::new(1)) };
+        let want = keys.len().div_ceil(10);
+        assert_eq!(cache.evict_account("acc_hit"), want);
+        let st = cache.state.lock();
+        assert_eq!(st.positive.len(), keys.len() - want);
+        assert!(st.positive.slots.iter().all(|s| s.value.identity.account_id() == "acc_other"));
+        assert_consistent(&st.positive);
+    }
+
+    #[test]
+    fn a_lookup_started_before_a_revocation_does_not_cache_its_answer() {
+        let mut st = state();
+        let a = digest(b"a");
+        let before = st.epoch;
+        st.epoch += 1; // a revocation arrived while the lookup was in flight
+        let fetched = st.settle_since(a, keyed("acc", "key_a"), S(0), 1_000_000, before);
+        assert!(matches!(fetched, Fetched::Valid(ref i) if i.key_id() == "key_a"), "its waiters get the answer");
+        assert_eq!(st.positive.len(), 0, "but it is not cached");
+        st.settle(a, keyed("acc", "key_a"), S(1), 1_000_001);
+        assert_eq!(st.positive.len(), 1, "a lookup started after the revocation is");
+    }
+
+    #[test]
+    fn a_hit_near_the_end_of_its_lifetime_is_due_for_one_revalidation() {
+        let mut st = state();
+        let a = digest(b"a");
+        let hot = Lifetimes { refresh_ahead: S(10), ..LIFETIMES };
+        st.settle(a, keyed("acc", "k"), S(100), 1_000_000);
+        let due = |st: &mut State, at: u64, l: Lifetimes| st.fresh(&a, l, S(at)).map(|(_, due)| due);
+        assert_eq!(due(&mut st, 149, hot), Some(false), "before the window");
+        assert_eq!(due(&mut st, 150, hot), Some(true), "the last 10 s of 60");
+        assert_eq!(due(&mut st, 150, LIFETIMES), Some(false), "refresh_ahead 0: never");
+        let greedy = Lifetimes { refresh_ahead: S(3600), ..LIFETIMES };
+        assert_eq!(due(&mut st, 129, greedy), Some(false), "the window is at most half the lifetime");
+        assert_eq!(due(&mut st, 130, greedy), Some(true));
+        st.positive.get_mut(&a).unwrap().revalidating = true; // what `revalidate` does
+        assert_eq!(due(&mut st, 155, hot), Some(false), "once per lifetime");
+        st.settle(a, keyed("acc", "k"), S(156), 1_000_056);
+        assert_eq!(due(&mut st, 157, hot), Some(false), "a new lifetime");
+        assert_eq!(due(&mut st, 206, hot), Some(true), "with its own window");
     }
 
     /// Digests `0..n` of a test set.

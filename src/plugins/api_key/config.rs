@@ -27,6 +27,8 @@ pub const FIELDS: &[Field] = &[
         .describe("Seconds a definitive 'invalid key' answer is cached; transient failures are never cached."),
     Field::integer("stale_if_error").default(D::Int(0)).between(0, 86400)
         .describe("Seconds past cache_ttl a valid verdict may still be served while auth-service is unreachable."),
+    Field::integer("refresh_ahead").default(D::Int(10)).between(0, 3600)
+        .describe("Seconds before cache_ttl ends in which a request for a cached key starts one background revalidation (at most half of cache_ttl; 0 = off), so busy keys never wait for a lookup."),
     Field::integer("timeout_ms").default(D::Int(500)).between(1, 60000)
         .describe("Connect + total timeout of one auth-service call, in milliseconds; then 503."),
     identity::SET_KONG_CONSUMER_FIELD,
@@ -48,6 +50,7 @@ pub struct Config {
     pub cache_ttl: u64,
     pub negative_cache_ttl: u64,
     pub stale_if_error: u64,
+    pub refresh_ahead: u64,
     pub timeout_ms: u64,
     pub set_kong_consumer: bool,
     pub on_spoofed_identity_header: String,

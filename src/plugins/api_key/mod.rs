@@ -91,6 +91,7 @@ impl ApiKeyLookup {
                 positive: Duration::from_secs(config.cache_ttl),
                 negative: Duration::from_secs(config.negative_cache_ttl),
                 stale_if_error: Duration::from_secs(config.stale_if_error),
+                refresh_ahead: Duration::from_secs(config.refresh_ahead),
             },
             client: Arc::new(client),
             cache: cache::shared(&cache::cache_id(&config.auth_service_url, &config.lookup_path, token)),

@@ -242,10 +242,16 @@ pub struct JwksCache {
     age_gauge: prometheus_client::metrics::gauge::Gauge<f64, std::sync::atomic::AtomicU64>,
 }
 
+static CACHES: LazyLock<Mutex<HashMap<String, Arc<JwksCache>>>> = LazyLock::new(Default::default);
+
 /// The cache for `url`, created on first use and shared by every instance.
 pub fn shared(url: &str) -> Arc<JwksCache> {
-    static CACHES: LazyLock<Mutex<HashMap<String, Arc<JwksCache>>>> = LazyLock::new(Default::default);
     CACHES.lock().entry(url.to_owned()).or_insert_with(|| Arc::new(JwksCache::new(url))).clone()
+}
+
+/// Every cache created so far, with its URL (for revocation messages of type `jwks`).
+pub fn all() -> Vec<(String, Arc<JwksCache>)> {
+    CACHES.lock().iter().map(|(url, cache)| (url.clone(), cache.clone())).collect()
 }
 
 /// The one HTTP client of every JWKS fetch (connection reuse across instances). Redirects are
@@ -528,6 +534,16 @@ impl JwksCache {
         // Force a state report: keys, age and state may all have changed.
         self.reported.store(u8::MAX, Ordering::Relaxed);
         self.usable(clock::now(), t);
+    }
+
+    /// Fetches the set now, whatever its age or backoff (auth-service announced a key
+    /// rotation: revocation message `jwks`), then forgets the unknown kids, so a kid seen
+    /// before the rotation is looked up again. Waits for a fetch already in flight, then
+    /// fetches anew: that one may have started before the rotation.
+    pub async fn refresh_now(&self, t: &JwksTiming) {
+        let _flight = self.fetching.lock().await;
+        self.fetch_now(t, Reason::Ahead).await;
+        self.unknown_kids.lock().clear();
     }
 }
 

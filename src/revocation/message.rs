@@ -1,0 +1,169 @@
+//! The revocation message contract (auth-service publishes, every plugin server applies): one
+//! JSON object per Redis pub/sub message.
+//!
+//! | message | effect |
+//! |---|---|
+//! | `{"type":"api_key","key_id":"…"}` | drops the cached verdict of that key (its id as the lookup returned it) |
+//! | `{"type":"account","account_id":"…"}` | drops every cached verdict of that account |
+//! | `{"type":"jwks"}`, optionally `"jwks_url":"…"` | refreshes that JWKS (every JWKS in use without a URL) now and forgets its unknown kids |
+//! | `{"type":"flush"}` | drops every cached API-key verdict |
+//!
+//! Other members are ignored (room for later additions); an unknown type or a message without
+//! its field is counted and ignored, never an error for the subscriber.
+
+use std::sync::Arc;
+
+use serde_json::Value;
+
+use crate::plugins::api_key::cache::KeyCache;
+use crate::plugins::jwt::config::JwksTiming;
+use crate::plugins::jwt::jwks::JwksCache;
+
+/// A message larger than this is not ours (a real one is < 300 bytes): ignored unread.
+pub const MAX_MESSAGE_BYTES: usize = 4096;
+
+/// One revocation message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Message {
+    ApiKey { key_id: String },
+    Account { account_id: String },
+    Jwks { jwks_url: Option<String> },
+    Flush,
+}
+
+/// Why a message was ignored (the `kind` label of `ghasi_revocation_malformed_messages`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Malformed {
+    #[error("larger than {MAX_MESSAGE_BYTES} bytes")]
+    TooLarge,
+    #[error("not a JSON object")]
+    NotJson,
+    #[error("unknown type")]
+    UnknownType,
+    #[error("a required member is missing, empty or not a string")]
+    MissingField,
+}
+
+impl Malformed {
+    pub fn label(self) -> &'static str {
+        match self {
+            Malformed::TooLarge => "too_large",
+            Malformed::NotJson => "not_json",
+            Malformed::UnknownType => "unknown_type",
+            Malformed::MissingField => "missing_field",
+        }
+    }
+}
+
+impl Message {
+    pub fn parse(payload: &[u8]) -> Result<Message, Malformed> {
+        if payload.len() > MAX_MESSAGE_BYTES {
+            return Err(Malformed::TooLarge);
+        }
+        let Ok(Value::Object(doc)) = serde_json::from_slice::<Value>(payload) else {
+            return Err(Malformed::NotJson);
+        };
+        let text = |name: &str| match doc.get(name) {
+            Some(Value::String(s)) if !s.is_empty() => Ok(s.clone()),
+            _ => Err(Malformed::MissingField),
+        };
+        match text("type")?.as_str() {
+            "api_key" => Ok(Message::ApiKey { key_id: text("key_id")? }),
+            "account" => Ok(Message::Account { account_id: text("account_id")? }),
+            "jwks" => match doc.get("jwks_url") {
+                None | Some(Value::Null) => Ok(Message::Jwks { jwks_url: None }),
+                Some(_) => Ok(Message::Jwks { jwks_url: Some(text("jwks_url")?) }),
+            },
+            "flush" => Ok(Message::Flush),
+            _ => Err(Malformed::UnknownType),
+        }
+    }
+
+    /// The `kind` label of `ghasi_revocation_messages`.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Message::ApiKey { .. } => "api_key",
+            Message::Account { .. } => "account",
+            Message::Jwks { .. } => "jwks",
+            Message::Flush => "flush",
+        }
+    }
+}
+
+/// The caches messages act on. The process passes its registries ([`Targets::process`]);
+/// tests pass their own.
+#[derive(Clone, Copy)]
+pub struct Targets {
+    pub api_keys: fn() -> Vec<Arc<KeyCache>>,
+    pub jwks: fn() -> Vec<(String, Arc<JwksCache>)>,
+}
+
+impl Targets {
+    /// Every API-key and JWKS cache of this process.
+    pub fn process() -> Targets {
+        Targets { api_keys: crate::plugins::api_key::cache::all, jwks: crate::plugins::jwt::jwks::all }
+    }
+
+    /// Applies `message`; returns the API-key verdicts dropped. Cache eviction takes the
+    /// caches' locks briefly (in chunks); JWKS refreshes run on their own tasks, so a slow
+    /// JWKS endpoint never holds up the next message.
+    pub fn apply(&self, message: &Message) -> usize {
+        let caches = || (self.api_keys)().into_iter();
+        match message {
+            Message::ApiKey { key_id } => caches().map(|c| c.evict_key_id(key_id)).sum(),
+            Message::Account { account_id } => caches().map(|c| c.evict_account(account_id)).sum(),
+            Message::Flush => self.flush(),
+            Message::Jwks { jwks_url } => {
+                let wanted = jwks_url.as_deref().map(|u| u.trim_end_matches('/'));
+                for (url, cache) in (self.jwks)() {
+                    if wanted.is_none_or(|w| w == url.trim_end_matches('/')) {
+                        tokio::spawn(async move { cache.refresh_now(&JwksTiming::defaults()).await });
+                    }
+                }
+                0
+            }
+        }
+    }
+
+    /// Drops every cached API-key verdict (also done on every (re)subscription).
+    pub fn flush(&self) -> usize {
+        (self.api_keys)().iter().map(|c| c.flush()).sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_four_messages_of_the_contract_parse() {
+        let parse = |s: &str| Message::parse(s.as_bytes());
+        assert_eq!(parse(r#"{"type":"api_key","key_id":"key_1"}"#), Ok(Message::ApiKey { key_id: "key_1".into() }));
+        assert_eq!(
+            parse(r#"{"type":"account","account_id":"acc_1","at":"2026-01-01T00:00:00Z"}"#),
+            Ok(Message::Account { account_id: "acc_1".into() }),
+            "extra members are ignored"
+        );
+        assert_eq!(parse(r#"{"type":"jwks"}"#), Ok(Message::Jwks { jwks_url: None }));
+        assert_eq!(
+            parse(r#"{"type":"jwks","jwks_url":"http://a/jwks"}"#),
+            Ok(Message::Jwks { jwks_url: Some("http://a/jwks".into()) })
+        );
+        assert_eq!(parse(r#"{"type":"flush"}"#), Ok(Message::Flush));
+    }
+
+    #[test]
+    fn malformed_messages_say_why() {
+        let parse = |s: &str| Message::parse(s.as_bytes());
+        assert_eq!(parse("revoke key_1"), Err(Malformed::NotJson));
+        assert_eq!(parse(r#"["api_key","key_1"]"#), Err(Malformed::NotJson));
+        assert_eq!(parse(r#"{"type":"reboot"}"#), Err(Malformed::UnknownType));
+        assert_eq!(parse(r#"{"key_id":"key_1"}"#), Err(Malformed::MissingField));
+        assert_eq!(parse(r#"{"type":"api_key"}"#), Err(Malformed::MissingField));
+        assert_eq!(parse(r#"{"type":"api_key","key_id":""}"#), Err(Malformed::MissingField));
+        assert_eq!(parse(r#"{"type":"account","account_id":7}"#), Err(Malformed::MissingField));
+        assert_eq!(parse(r#"{"type":"jwks","jwks_url":7}"#), Err(Malformed::MissingField));
+        let huge = format!(r#"{{"type":"flush","pad":"{}"}}"#, "x".repeat(MAX_MESSAGE_BYTES));
+        assert_eq!(parse(&huge), Err(Malformed::TooLarge));
+    }
+}
