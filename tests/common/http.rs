@@ -33,6 +33,17 @@ fn dechunk(mut body: &str) -> String {
     out
 }
 
+/// The sum of every matching sample (e.g. a counter over all its `kind`s, some of which are
+/// pre-registered at 0), `None` when none matches.
+pub fn sum(metrics: &str, prefix: &str, labels: &[&str]) -> Option<f64> {
+    let values: Vec<f64> = metrics
+        .lines()
+        .filter(|l| !l.starts_with('#') && l.starts_with(prefix) && labels.iter().all(|lab| l.contains(lab)))
+        .filter_map(|l| l.rsplit(' ').next()?.parse().ok())
+        .collect();
+    (!values.is_empty()).then(|| values.iter().sum())
+}
+
 /// The value of one sample line (`name{labels} value`) in a Prometheus exposition, if any
 /// line starts with `prefix` and contains every one of `labels`.
 pub fn sample(metrics: &str, prefix: &str, labels: &[&str]) -> Option<f64> {
