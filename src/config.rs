@@ -69,6 +69,28 @@ pub struct Settings {
     /// memory grows only as keys are cached, ≈ 100 bytes plus the identity's length each).
     #[arg(long, env = "GHASI_API_KEY_CACHE_ENTRIES", default_value_t = 1_000_000, value_parser = parse_cache_entries)]
     pub api_key_cache_entries: usize,
+
+    /// Event loops ("shards") serving Kong's connections, each a thread that owns the
+    /// connections handed to it (default: the CPUs this process may use, cgroup quota
+    /// included, at most 4).
+    #[arg(long, env = "GHASI_THREADS", value_parser = parse_threads)]
+    pub threads: Option<usize>,
+}
+
+/// Most shards `--threads` accepts: far more than one Kong node's workers can keep busy.
+pub const MAX_THREADS: usize = 64;
+
+/// Default shard count cap: one shard serves about as many RPCs as 3–4 nginx workers send
+/// (Kong's Lua side of a round trip costs several times ours), and the node's cores belong
+/// to nginx first.
+pub const DEFAULT_THREADS_CAP: usize = 4;
+
+fn parse_threads(s: &str) -> Result<usize, String> {
+    let n: usize = s.parse().map_err(|e| format!("not a number of threads: {e}"))?;
+    if !(1..=MAX_THREADS).contains(&n) {
+        return Err(format!("must be between 1 and {MAX_THREADS}"));
+    }
+    Ok(n)
 }
 
 fn parse_octal(s: &str) -> Result<u32, String> {
@@ -89,6 +111,15 @@ fn parse_cache_entries(s: &str) -> Result<usize, String> {
 }
 
 impl Settings {
+    /// Shards to run: `--threads`, else the CPUs available to this process
+    /// (`available_parallelism` honours the cgroup CPU quota and affinity on Linux), at most
+    /// [`DEFAULT_THREADS_CAP`].
+    pub fn shard_count(&self) -> usize {
+        self.threads.unwrap_or_else(|| {
+            std::thread::available_parallelism().map_or(1, |n| n.get()).min(DEFAULT_THREADS_CAP)
+        })
+    }
+
     /// Parses the command line. Kong 3.9's default query_cmd is `<bin> -dump` (one dash),
     /// which clap would read as `-d -u -m -p`, so the legacy spelling is rewritten first.
     pub fn from_args() -> Settings {
@@ -114,5 +145,19 @@ mod tests {
         let err = parse(&["--api-key-cache-entries", "0"]).unwrap_err();
         assert!(err.contains("--api-key-cache-entries") && err.contains("must be at least 1"), "{err}");
         assert!(parse(&["--api-key-cache-entries", "many"]).is_err());
+    }
+
+    #[test]
+    fn threads_is_between_one_and_the_maximum_and_defaults_to_the_capped_cpu_count() {
+        assert_eq!(parse(&["--threads", "3"]).unwrap().shard_count(), 3);
+        for bad in ["0", "65", "two"] {
+            let err = parse(&["--threads", bad]).unwrap_err();
+            assert!(err.contains("--threads"), "{err}");
+        }
+        if std::env::var_os("GHASI_THREADS").is_none() {
+            let n = parse(&[]).unwrap().shard_count();
+            let cpus = std::thread::available_parallelism().unwrap().get();
+            assert_eq!(n, cpus.min(DEFAULT_THREADS_CAP));
+        }
     }
 }
