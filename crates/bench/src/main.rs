@@ -205,6 +205,7 @@ fn through_kong(cli: &Cli) -> anyhow::Result<()> {
         opts.ghasi.display()
     );
     let started = std::time::Instant::now();
+    let load_before = loadavg();
     let auth = auth::Auth::start(&[("hit", 1)])?;
     let token = auth.mint(Alg::RS256, 1).pop().context("minting a token")?;
     let mut results = Vec::new();
@@ -223,6 +224,11 @@ fn through_kong(cli: &Cli) -> anyhow::Result<()> {
          Command: `{}`\n",
         machine.cpus, machine.model, machine.mem_gib, machine.kernel, opts.rounds, opts.seconds, cli.command
     );
+    md.push_str(&format!(
+        "Machine load average (1 min, from /proc/loadavg) before: {load_before}, after: {}; above the CPU count \
+         other work competed with this run.\n",
+        loadavg()
+    ));
     md.push_str(&kong::report(&results, &opts));
     let bench = Bench {
         cli,
@@ -248,6 +254,14 @@ fn through_kong(cli: &Cli) -> anyhow::Result<()> {
         eprintln!("written to {}", out.display());
     }
     Ok(())
+}
+
+/// The 1-minute load average, as printed in `/proc/loadavg`.
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|l| l.split_whitespace().next().map(str::to_owned))
+        .unwrap_or_else(|| "unknown".into())
 }
 
 struct Bench<'a> {
