@@ -109,7 +109,20 @@ impl Session {
             String::from_utf8_lossy(&out.stderr),
             session.error_log()
         );
+        if spec.kong.starts_with("3.4.") {
+            session.wait_ready_probes();
+        }
         session
+    }
+
+    /// Kong 3.4 skips the plugin in a worker until its readiness probe has connected once;
+    /// run.sh waits 5 s for that, which a loaded machine can exceed.
+    fn wait_ready_probes(&self) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while self.error_log().matches("Kong readiness probe: ready").count() < 2 {
+            assert!(Instant::now() < deadline, "Kong 3.4's readiness probe never connected:\n{}", self.error_log());
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     fn prefix(&self) -> PathBuf {

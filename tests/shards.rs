@@ -6,6 +6,7 @@
 mod common;
 
 use std::path::Path;
+use std::time::{Duration, Instant};
 
 use common::raw::{get, map, start_script, Conn};
 use common::{Options, Server};
@@ -33,12 +34,25 @@ fn with(args: &[&str], env: &[(&str, &str)]) -> Server {
     Server::start_with(options)
 }
 
+/// The shard threads once they are all up (they start just after the socket is bound).
+fn wait_shards(pid: u32, want: &[&str]) -> Vec<String> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let names = shard_threads(pid);
+        if names == want || Instant::now() > deadline {
+            return names;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 #[test]
 fn threads_sets_the_number_of_event_loops() {
     let server = with(&["--threads", "3"], &[]);
-    assert_eq!(shard_threads(server.pid()), ["ghasi-shard-0", "ghasi-shard-1", "ghasi-shard-2"]);
+    let want = ["ghasi-shard-0", "ghasi-shard-1", "ghasi-shard-2"];
+    assert_eq!(wait_shards(server.pid(), &want), want);
     let server = with(&[], &[("GHASI_THREADS", "1")]);
-    assert_eq!(shard_threads(server.pid()), ["ghasi-shard-0"]);
+    assert_eq!(wait_shards(server.pid(), &["ghasi-shard-0"]), ["ghasi-shard-0"]);
 }
 
 fn event_id(result: &Value) -> u64 {
