@@ -100,6 +100,38 @@ pub struct Settings {
     /// Pub/sub channel auth-service publishes revocation messages on.
     #[arg(long, env = "GHASI_REVOCATION_CHANNEL", default_value = crate::revocation::DEFAULT_CHANNEL)]
     pub revocation_channel: String,
+
+    /// Event loops ("shards") serving Kong's connections, each a thread that owns the
+    /// connections handed to it (default: one per 4 CPUs this process may use, cgroup quota
+    /// included, at least 1 and at most 8).
+    #[arg(long, env = "GHASI_THREADS", value_parser = parse_threads)]
+    pub threads: Option<usize>,
+}
+
+/// Most shards `--threads` accepts: far more than one Kong node's workers can keep busy.
+pub const MAX_THREADS: usize = 64;
+
+/// CPUs per default shard. Kong runs one nginx worker per CPU, and Kong's Lua side of a
+/// round trip costs several times ours: measured through Kong's client, one shard serves the
+/// RPCs of 4–6 nginx workers before it saturates its core, and under that load one shard costs
+/// the least CPU per request (every extra shard adds idle wake-ups). One per 4 CPUs keeps
+/// headroom; the cores are nginx's first.
+pub const CPUS_PER_SHARD: usize = 4;
+
+/// Default shard count cap (8 shards serve the RPCs of 32+ nginx workers).
+pub const DEFAULT_THREADS_CAP: usize = 8;
+
+/// One shard per [`CPUS_PER_SHARD`] CPUs, rounded up, at most [`DEFAULT_THREADS_CAP`].
+pub fn default_shards(cpus: usize) -> usize {
+    cpus.div_ceil(CPUS_PER_SHARD).clamp(1, DEFAULT_THREADS_CAP)
+}
+
+fn parse_threads(s: &str) -> Result<usize, String> {
+    let n: usize = s.parse().map_err(|e| format!("not a number of threads: {e}"))?;
+    if !(1..=MAX_THREADS).contains(&n) {
+        return Err(format!("must be between 1 and {MAX_THREADS}"));
+    }
+    Ok(n)
 }
 
 fn parse_octal(s: &str) -> Result<u32, String> {
@@ -173,6 +205,12 @@ fn parse_log_filter(s: &str) -> Result<String, String> {
 }
 
 impl Settings {
+    /// Shards to run: `--threads`, else [`default_shards`] of the CPUs available to this
+    /// process (`available_parallelism` honours the cgroup CPU quota and affinity on Linux).
+    pub fn shard_count(&self) -> usize {
+        self.threads.unwrap_or_else(|| default_shards(std::thread::available_parallelism().map_or(1, |n| n.get())))
+    }
+
     /// Parses the command line. Kong 3.9's default query_cmd is `<bin> -dump` (one dash),
     /// which clap would read as `-d -u -m -p`, so the legacy spelling is rewritten first.
     /// Settings that are wrong together are refused here too, naming the flags.
@@ -257,5 +295,20 @@ mod tests {
         let s = parse(&["--max-frame-bytes", "1000", "--buffer-budget-bytes", "999"]).unwrap();
         let err = s.check().unwrap_err();
         assert!(err.contains("--buffer-budget-bytes") && err.contains("--max-frame-bytes"), "{err}");
+    }
+
+    #[test]
+    fn threads_is_between_one_and_the_maximum_and_defaults_to_one_per_four_cpus() {
+        assert_eq!(parse(&["--threads", "3"]).unwrap().shard_count(), 3);
+        for bad in ["0", "65", "two"] {
+            let err = parse(&["--threads", bad]).unwrap_err();
+            assert!(err.contains("--threads"), "{err}");
+        }
+        let by_cpus: Vec<usize> = [1, 2, 4, 5, 8, 16, 32, 64, 128].into_iter().map(default_shards).collect();
+        assert_eq!(by_cpus, [1, 1, 1, 2, 2, 4, 8, 8, 8]);
+        if std::env::var_os("GHASI_THREADS").is_none() {
+            let cpus = std::thread::available_parallelism().unwrap().get();
+            assert_eq!(parse(&[]).unwrap().shard_count(), default_shards(cpus));
+        }
     }
 }

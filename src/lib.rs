@@ -5,7 +5,7 @@
 //! `--dump`, and talks to it over a Unix socket. The modules follow one request:
 //!
 //! ```text
-//! Kong worker ─ unix socket ─▶ ① server       accept; one task per connection; drain on shutdown
+//! Kong worker ─ unix socket ─▶ ① server       accept; deal to a single-threaded shard; drain on shutdown
 //! bytes                       ▶ ② connection   read until one complete frame; answer on the same connection
 //! frame                       ▶ ③ codec        one MessagePack value (size- and depth-capped)
 //! rpc message                 ▶ ④ rpc          [0, msgid, "plugin.HandleEvent", [param]]
@@ -117,6 +117,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
             buffer_budget: buffer_budget::BufferBudget::new(settings.buffer_budget_bytes),
         },
         drain_timeout: Duration::from_secs(settings.drain_timeout_secs),
+        shards: settings.shard_count(),
     };
     server::serve(listener, registry, options, shutdown).await;
     health::set_listening(false);

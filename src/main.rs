@@ -38,7 +38,10 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    // This thread's runtime accepts connections and runs the background work (signals, the
+    // event reaper, the metrics listener, JWKS warm-up, the revocation subscriber); Kong's
+    // connections are served by the single-threaded shards `server::serve` starts (`--threads`).
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("ghasi-plugin-server: cannot start the runtime: {e}");

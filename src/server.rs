@@ -1,5 +1,5 @@
-//! ① The Unix socket listener: bind (replacing only a stale socket file), accept concurrently,
-//! one task per connection, then drain on shutdown.
+//! ① The Unix socket listener: bind (replacing only a stale socket file), accept, deal each
+//! connection to one of the single-threaded event loops (shards), then drain on shutdown.
 //!
 //! Draining: stop accepting, keep serving the connections already open (Kong sends the
 //! remaining Steps of in-flight events on them) until no event is alive, bounded by the
@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::net::UnixListener;
+use tokio::net::{UnixListener, UnixStream};
 
 use crate::connection::{self, Limits};
 use crate::health;
@@ -89,9 +89,19 @@ pub fn bind(path: &Path, mode: u32, create_dir: bool) -> Result<Listener, BindEr
 pub struct ServeOptions {
     pub limits: Limits,
     pub drain_timeout: Duration,
+    /// Event loops serving connections (at least 1).
+    pub shards: usize,
 }
 
 /// Serves until `shutdown` resolves, then drains. Also runs the abandoned-event reaper.
+///
+/// Runtime model: `shards` threads, each a single-threaded tokio runtime that owns the
+/// connections handed to it. Under Kong's client each RPC wakes the server once (Kong's Lua
+/// side is the slow half, so the server mostly sleeps between RPCs); on one thread that
+/// wake-up is all it pays, whereas a work-stealing runtime adds cross-thread wake-ups to
+/// every RPC. This task (on the caller's runtime) only accepts and deals the connections out
+/// round-robin; Kong keeps them pooled, so that hop is paid once per connection. Instances and
+/// events stay process-wide in `registry`: a Step may arrive on any connection, on any shard.
 pub async fn serve(
     listener: Listener,
     registry: Registry,
@@ -100,23 +110,41 @@ pub async fn serve(
 ) {
     let limits = Arc::new(options.limits);
     let reaper = tokio::spawn(reap_forever(registry.clone()));
+    let shards: Vec<Shard> = (0..options.shards.max(1))
+        .filter_map(|i| match Shard::start(i, registry.clone(), limits.clone()) {
+            Ok(shard) => Some(shard),
+            Err(e) => {
+                tracing::error!(shard = i, "cannot start a shard thread: {e}");
+                None
+            }
+        })
+        .collect();
+    if shards.is_empty() {
+        tracing::error!("no shard could start: not serving");
+        reaper.abort();
+        return;
+    }
+    tracing::debug!(shards = shards.len(), "serving connections on single-threaded event loops");
+    let mut next = 0usize;
     tokio::pin!(shutdown);
     let reason = loop {
         tokio::select! {
-            accepted = listener.listener.accept() => match accepted {
-                Ok((mut stream, _)) => {
-                    let (registry, limits) = (registry.clone(), limits.clone());
-                    tokio::spawn(async move {
-                        let m = metrics::global();
-                        m.connections_open.inc();
-                        let result = connection::serve(&mut stream, registry, &limits).await;
-                        if let Err(e) = &result {
-                            m.connection_errors.get_or_create(&KindLabels { kind: e.kind() }).inc();
-                            tracing::warn!("connection closed: {e}");
+            accepted = listener.listener.accept() => match accepted.and_then(|(stream, _)| stream.into_std()) {
+                Ok(stream) => {
+                    // A shard whose thread died (it cannot, short of a panic) hands the
+                    // connection back; the next one takes it.
+                    let mut stream = Some(stream);
+                    for _ in 0..shards.len() {
+                        let shard = &shards[next % shards.len()];
+                        next = next.wrapping_add(1);
+                        match shard.tx.send(stream.take().expect("held")) {
+                            Ok(()) => break,
+                            Err(tokio::sync::mpsc::error::SendError(back)) => stream = Some(back),
                         }
-                        m.connections_open.dec();
-                        drop(stream);
-                    });
+                    }
+                    if stream.is_some() {
+                        tracing::error!("every shard is gone: closing a new connection");
+                    }
                 }
                 Err(e) => {
                     // EMFILE and friends: back off instead of spinning.
@@ -133,6 +161,9 @@ pub async fn serve(
     if std::fs::metadata(&path).map(|m| m.ino()).ok() == Some(inode) {
         let _ = std::fs::remove_file(&path);
     }
+    // Shards keep serving the open connections (Kong sends the remaining Steps on them); they
+    // stop with the process.
+    drop(shards);
     let deadline = Instant::now() + options.drain_timeout;
     while !registry.is_idle() && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(10)).await;
@@ -141,6 +172,45 @@ pub async fn serve(
         tracing::warn!(events = registry.live_events(), "drain timeout: exiting with events in flight");
     }
     reaper.abort();
+}
+
+/// One event loop: a thread running a current-thread runtime, fed accepted connections.
+struct Shard {
+    tx: tokio::sync::mpsc::UnboundedSender<std::os::unix::net::UnixStream>,
+}
+
+impl Shard {
+    fn start(index: usize, registry: Registry, limits: Arc<Limits>) -> std::io::Result<Shard> {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<std::os::unix::net::UnixStream>();
+        std::thread::Builder::new().name(format!("ghasi-shard-{index}")).spawn(move || {
+            runtime.block_on(async move {
+                while let Some(stream) = rx.recv().await {
+                    match UnixStream::from_std(stream) {
+                        Ok(stream) => {
+                            tokio::spawn(serve_connection(stream, registry.clone(), limits.clone()));
+                        }
+                        Err(e) => tracing::error!("cannot register a connection with its shard: {e}"),
+                    }
+                }
+                // The acceptor is gone (shutdown): keep serving what is open until exit.
+                std::future::pending::<()>().await;
+            });
+        })?;
+        Ok(Shard { tx })
+    }
+}
+
+async fn serve_connection(mut stream: UnixStream, registry: Registry, limits: Arc<Limits>) {
+    let m = metrics::global();
+    m.connections_open.inc();
+    let result = connection::serve(&mut stream, registry, &limits).await;
+    if let Err(e) = &result {
+        m.connection_errors.get_or_create(&KindLabels { kind: e.kind() }).inc();
+        tracing::warn!("connection closed: {e}");
+    }
+    m.connections_open.dec();
+    drop(stream);
 }
 
 async fn reap_forever(registry: Registry) {

@@ -18,11 +18,13 @@
 //! Nothing here asserts a timing: the figures and ratios are printed, never checked.
 
 mod auth;
+mod kong;
 mod load;
 mod procfs;
 mod report;
 mod revocation;
 mod servers;
+mod zero;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -102,11 +104,42 @@ struct Cli {
     /// The command line shown in the report.
     #[arg(long, default_value = "scripts/bench")]
     command: String,
+    /// The kongrig folder (Kong's own plugin-server client in nginx) the main benchmark
+    /// drives; its setup.sh installs nginx, wrk and Kong's JS/Python servers.
+    #[arg(long, env = "GHASI_KONG_RIG")]
+    kong_rig: Option<PathBuf>,
+    /// Where the rig writes (venv, node_modules, nginx prefixes): KONGRIG_STATE.
+    #[arg(long, env = "KONGRIG_STATE", default_value = "target/kongrig")]
+    kong_rig_state: PathBuf,
+    /// Kong client versions to measure through.
+    #[arg(long, value_delimiter = ',', default_value = "3.9.3,3.4.2")]
+    kong_versions: Vec<String>,
+    /// Shard counts (`--threads`) to measure our API-key hit with (the other ghasi cells run
+    /// the default shard count, what ships).
+    #[arg(long, value_delimiter = ',', default_value = "1,2")]
+    shards: Vec<usize>,
+    /// wrk connections per cell.
+    #[arg(long, value_delimiter = ',', default_value = "50")]
+    conns: Vec<usize>,
+    /// Seconds per cell and round under Kong's client.
+    #[arg(long, default_value_t = 5.0)]
+    cell_seconds: f64,
+    /// Run the emulator micro-benchmark (the Kong emulator as load generator: a load pattern
+    /// nginx does not produce; not what Kong sees) instead of the rig.
+    #[arg(long)]
+    emulator: bool,
 }
 
 
 fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("zero-work-server") {
+        return zero::main(&args[2..]);
+    }
     let cli = Cli::parse();
+    if !cli.emulator {
+        return through_kong(&cli);
+    }
     let abs = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
     let paths = Paths {
         ghasi: abs(&cli.server),
@@ -155,6 +188,94 @@ fn main() -> anyhow::Result<()> {
         eprintln!("written to {}", out.display());
     }
     Ok(())
+}
+
+/// The main benchmark: every server behind Kong's own client (`kong.rs`), then the memory
+/// scenario (its load comes from the emulator: it only counts bytes per cached key).
+fn through_kong(cli: &Cli) -> anyhow::Result<()> {
+    let rig = cli.kong_rig.clone().context(
+        "no kongrig: give --kong-rig DIR or GHASI_KONG_RIG (a folder with Kong's own plugin-server client \
+         in nginx; its setup.sh apt-installs nginx-light, libnginx-mod-http-lua, wrk and prepares Kong's \
+         JS and Python servers). --emulator runs the emulator micro-benchmark instead",
+    )?;
+    kong::check(&rig)?;
+    std::fs::create_dir_all(&cli.kong_rig_state)?;
+    let abs = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
+    let opts = kong::Options {
+        rig: abs(&rig),
+        state: abs(&cli.kong_rig_state),
+        ghasi: abs(&cli.server),
+        bench: std::env::current_exe()?,
+        versions: cli.kong_versions.clone(),
+        shards: cli.shards.clone(),
+        conns: cli.conns.clone(),
+        seconds: cli.cell_seconds,
+        rounds: cli.rounds.max(1),
+        wrk_threads: 2,
+    };
+    anyhow::ensure!(
+        servers::is_executable(&opts.ghasi),
+        "{} not found: build it first (cargo build --release -p ghasi-plugin-server)",
+        opts.ghasi.display()
+    );
+    let started = std::time::Instant::now();
+    let load_before = loadavg();
+    let auth = auth::Auth::start(&[("hit", 1)])?;
+    let token = auth.mint(Alg::RS256, 1).pop().context("minting a token")?;
+    let mut results = Vec::new();
+    for version in &opts.versions {
+        results.extend(kong::run_version(&opts, version, &auth, &token)?);
+    }
+    auth.shutdown();
+    let machine = report::Machine::probe(&cli.node, Path::new("python3"));
+    let mut md = format!(
+        "Machine: {} CPUs ({}), {:.1} GiB RAM, Linux {}; shared with other work while measuring, so \
+         figures move by ±10–25 % between runs: compare rows of one run, not runs.\n\
+         Load: Kong's own plugin-server client (kongrig: Kong's unmodified plugin_servers Lua in Debian's \
+         nginx, 2 workers) in front of each server; `wrk -t2 -c<conns> --latency` on the proxy; \
+         {} alternated rounds of {:.0} s per cell after one unmeasured second; medians. Server CPU = utime + \
+         stime of the server's process tree over the window ÷ requests; RSS after the last round.\n\
+         Command: `{}`\n",
+        machine.cpus, machine.model, machine.mem_gib, machine.kernel, opts.rounds, opts.seconds, cli.command
+    );
+    md.push_str(&format!(
+        "Machine load average (1 min, from /proc/loadavg) before: {load_before}, after: {}; above the CPU count \
+         other work competed with this run.\n",
+        loadavg()
+    ));
+    md.push_str(&kong::report(&results, &opts));
+    let bench = Bench {
+        cli,
+        paths: Paths {
+            ghasi: opts.ghasi.clone(),
+            python_server: PathBuf::new(),
+            python_plugins: PathBuf::new(),
+            node: cli.node.clone(),
+            js_server: PathBuf::new(),
+            js_plugins: PathBuf::new(),
+        },
+        rows: Vec::new(),
+    };
+    if bench.wants("memory") {
+        let memory = bench.memory();
+        md.push_str("\nMemory (load from the Kong emulator: this scenario only counts bytes per cached key):\n\n");
+        md.push_str(&report::memory_section(&memory));
+    }
+    md.push_str(&format!("\nTotal benchmark time: {:.0} s.\n", started.elapsed().as_secs_f64()));
+    println!("\n{md}");
+    if let Some(out) = &cli.out {
+        std::fs::write(out, &md).with_context(|| format!("writing {}", out.display()))?;
+        eprintln!("written to {}", out.display());
+    }
+    Ok(())
+}
+
+/// The 1-minute load average, as printed in `/proc/loadavg`.
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|l| l.split_whitespace().next().map(str::to_owned))
+        .unwrap_or_else(|| "unknown".into())
 }
 
 struct Bench<'a> {

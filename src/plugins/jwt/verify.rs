@@ -1,5 +1,5 @@
 //! The proof: the signature check (jsonwebtoken, ring backend) and the claims that make an
-//! identity. Pure: no I/O, no clock, no cache.
+//! identity. No I/O, no clock, no cache (a first RSA/EC check runs on the blocking pool).
 //!
 //! Why jsonwebtoken's own time checks are off: it reads the system clock, and every time
 //! check must read `clock::unix_now()` (tests move that clock); `token.rs` does exp/nbf/iat
@@ -7,6 +7,7 @@
 //! one we pinned, that the key's family matches it, and the signature.
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, Validation};
@@ -29,6 +30,22 @@ static SIGNATURE_CHECKS: AtomicU64 = AtomicU64::new(0);
 /// verified-token cache spares them).
 pub fn signature_checks() -> u64 {
     SIGNATURE_CHECKS.load(Ordering::Relaxed)
+}
+
+/// [`verify_signature`] off the event loop for RSA and EC keys: a first RS256/ES256
+/// verification costs tens to hundreds of µs, which on a shard would hold up every other
+/// connection of that shard; the blocking pool's thread takes it instead. HMAC is cheaper
+/// than the hand-off and stays inline. Only first verifications get here (the
+/// verified-token cache answers the rest).
+pub async fn verify_signature_aside(raw: &str, alg: Algorithm, key: &Arc<JwkKey>) -> Result<(), Denial> {
+    let cheap = matches!(alg, Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512);
+    if cheap || tokio::runtime::Handle::try_current().is_err() {
+        return verify_signature(raw, alg, key);
+    }
+    let (raw, key) = (raw.to_owned(), Arc::clone(key));
+    tokio::task::spawn_blocking(move || verify_signature(&raw, alg, &key))
+        .await
+        .unwrap_or_else(|_| Err(Denial::new(AuthError::CredentialInvalid, "signature not verifiable")))
 }
 
 /// Checks `raw`'s signature with `key` under the pinned `alg`.
