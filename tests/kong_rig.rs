@@ -328,9 +328,49 @@ async fn jwt(rig: &Path, kong: &str) {
     assert_refused(&s, &s.get(&[("Authorization", &bearer(&token))]), 503, "authority_unavailable");
 }
 
+/// The holes attack testing found (issue 11), checked against Kong's own client code: a key
+/// in the query under another case is removed upstream on both versions (3.4 has no
+/// `clear_query_arg`), a repeated key header is ambiguous, Kong's consumer headers sent by
+/// the client never reach the upstream, and auth-service's 401 to our service token is a 503.
+async fn api_key_attacks(rig: &Path, kong: &str) {
+    let auth = DevAuthService::start(DevConfig::for_tests()).await.expect("dev auth-service");
+    let config = json!({"auth_service_url": auth.url(), "service_token": SERVICE_TOKEN, "key_in_query": true});
+    let s = Session::start(rig, SessionSpec { kong, plugin: API_KEY, config, acl_allow: None });
+
+    let r = http_get(s.port, &format!("/v1/messages?X-API-KEY={KEY_ALICE}&page=2"), &[]);
+    assert_admitted(&s, &r, ACCOUNT_ACME, Some(USER_ALICE), "x-api-key");
+    let echo: Json = serde_json::from_str(&r.body).expect("echo JSON");
+    assert_eq!(echo["args"], "page=2", "{}", s.context("the query key reached the upstream", &r));
+    assert!(!s.error_log().contains("could not find pdk method"), "{}", s.error_log());
+
+    let r = s.get(&[("X-API-Key", KEY_ALICE), ("X-API-Key", KEY_GLOBEX)]);
+    assert_refused(&s, &r, 401, "credential_ambiguous");
+    let r = s.get(&[("X-API-Key", KEY_UNKNOWN), ("X-API-Key", KEY_ALICE)]);
+    assert_refused(&s, &r, 401, "credential_ambiguous");
+
+    let spoofs = [("X-Consumer-ID", "c1"), ("X-Consumer-Groups", "admin"), ("X-Anonymous-Consumer", "false"), ("X-Authenticated-Groups", "admin")];
+    let mut headers = vec![("X-API-Key", KEY_ALICE)];
+    headers.extend(spoofs);
+    let r = s.get(&headers);
+    assert_admitted(&s, &r, ACCOUNT_ACME, Some(USER_ALICE), "x-api-key");
+    let seen = r.upstream().expect("echo");
+    for (name, _) in spoofs {
+        assert!(seen.get(name.to_ascii_lowercase()).is_none(), "{}", s.context(&format!("{name} reached the upstream"), &r));
+    }
+    drop(s);
+
+    let config = json!({"auth_service_url": auth.url(), "service_token": "rotated-away"});
+    let s = Session::start(rig, SessionSpec { kong, plugin: API_KEY, config, acl_allow: None });
+    for _ in 0..2 {
+        assert_refused(&s, &s.get(&[("X-API-Key", KEY_ALICE)]), 503, "authority_unavailable");
+    }
+    assert_nothing_secret_logged(&s, &[KEY_ALICE, KEY_GLOBEX, KEY_UNKNOWN, "rotated-away"]);
+}
+
 async fn all(kong: &str) {
     let Some(rig) = rig() else { return };
     api_key(&rig, kong).await;
+    api_key_attacks(&rig, kong).await;
     api_key_with_acl(&rig, kong).await;
     jwt(&rig, kong).await;
 }
