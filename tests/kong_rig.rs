@@ -8,6 +8,8 @@
 //! cover the protocol. The rig folder may be read-only: each session writes only to its own
 //! temporary `PREFIX`, and the rig's state dir is `KONGRIG_STATE` (default: `target/kongrig`).
 
+mod common;
+
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -208,21 +210,8 @@ fn http_get(port: u16, path: &str, headers: &[(&str, &str)]) -> Response {
     let text = String::from_utf8_lossy(&raw).into_owned();
     let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
     let status = head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
-    let body = if head.to_ascii_lowercase().contains("transfer-encoding: chunked") { dechunk(body) } else { body.to_owned() };
+    let body = if head.to_ascii_lowercase().contains("transfer-encoding: chunked") { common::http::dechunk(body) } else { body.to_owned() };
     Response { status, body }
-}
-
-fn dechunk(mut body: &str) -> String {
-    let mut out = String::new();
-    while let Some((size, rest)) = body.split_once("\r\n") {
-        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
-        if n == 0 || rest.len() < n {
-            break;
-        }
-        out.push_str(&rest[..n]);
-        body = rest[n..].trim_start_matches("\r\n");
-    }
-    out
 }
 
 fn assert_admitted(s: &Session, r: &Response, account: &str, user: Option<&str>, hidden: &str) {

@@ -20,7 +20,8 @@ pub fn get(addr: &str, path: &str) -> (u16, String) {
     (status, if chunked { dechunk(body) } else { body.to_owned() })
 }
 
-fn dechunk(mut body: &str) -> String {
+/// The body of a `Transfer-Encoding: chunked` response, de-chunked.
+pub fn dechunk(mut body: &str) -> String {
     let mut out = String::new();
     while let Some((size, rest)) = body.split_once("\r\n") {
         let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
