@@ -51,7 +51,8 @@ pub struct Field {
     pub between: Option<(i64, i64)>,
     /// Minimum string length / array length.
     pub len_min: Option<usize>,
-    /// Maximum length in bytes of the string, or of each element of an array. Every string
+    /// Maximum length in characters (as Kong's `len_max` counts) of the string, or of each
+    /// element of an array. Every string
     /// has one (a config is stored by Kong, copied into every worker and parsed by us at each
     /// StartInstance: a multi-megabyte value is an attack or a mistake, never a setting).
     pub len_max: usize,
@@ -272,8 +273,9 @@ impl Field {
     /// The checks every string (or array element) gets: length, control characters, token.
     /// The message never repeats a long or secret value.
     fn check_text(&self, s: &str) -> Result<(), String> {
-        if s.len() > self.len_max {
-            return Err(format!("is {} bytes long, at most {} allowed", s.len(), self.len_max));
+        // Bytes first: a multi-megabyte value is refused without walking its characters.
+        if s.len() > self.len_max && s.chars().nth(self.len_max).is_some() {
+            return Err(format!("is longer than {} characters", self.len_max));
         }
         if s.chars().any(char::is_control) {
             return Err("contains a control character (CR, LF, NUL, …)".into());
@@ -407,6 +409,20 @@ mod tests {
         assert!(err.contains("field 'mode': must be one of strip, reject"), "{err}");
         let err = validate(FIELDS, br#"{"url":"ftp://x","ttl":0}"#).unwrap_err();
         assert!(err.contains("field 'url': must be an http") && err.contains("between 1 and 3600"), "{err}");
+    }
+
+    #[test]
+    fn strings_are_bounded_in_characters_and_free_of_control_characters() {
+        let field = Field::string("issuer");
+        let at_limit = "é".repeat(DEFAULT_LEN_MAX);
+        assert!(field.check_string(&at_limit).is_ok(), "Kong counts characters, so do we");
+        let err = field.check_string(&format!("{at_limit}é")).unwrap_err();
+        assert!(err.contains("longer than 1024 characters"), "{err}");
+        assert!(field.check_string("a\r\nb").unwrap_err().contains("control character"));
+        let name = Field::strings("cookie_names").token();
+        assert!(name.check(json!(["session"])).is_ok());
+        assert!(name.check(json!(["a;b"])).unwrap_err().contains("not a valid header or cookie name"));
+        assert!(name.check(json!(vec!["c"; DEFAULT_ITEMS_MAX + 1])).unwrap_err().contains("at most 32"));
     }
 
     #[test]

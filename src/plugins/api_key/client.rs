@@ -390,7 +390,10 @@ fn shared_client(base_url: &str, connect_timeout: Duration) -> Result<Arc<Shared
         .user_agent(concat!("ghasi-plugin-server/", env!("CARGO_PKG_VERSION")))
         .build()
         .map_err(|e| format!("field 'auth_service_url': cannot build the HTTP client: {}", chain(&e)))?;
-    let client = Arc::new(SharedClient { http, base_url: base_url.to_owned(), warnings: WarnLimiter::new(WARN_INTERVAL_SECS),
+    let client = Arc::new(SharedClient {
+        http,
+        base_url: base_url.to_owned(),
+        warnings: WarnLimiter::new(WARN_INTERVAL_SECS),
         refusals: WarnLimiter::new(WARN_INTERVAL_SECS),
     });
     clients.insert(base_url.to_owned(), client.clone());
