@@ -17,7 +17,12 @@ pub fn observe(target: &'static str, date_header: Option<&str>) -> Option<f64> {
     let skew = clock::unix_now() as f64 - remote;
     metrics::global().clock_skew.get_or_create(&metrics::TargetLabels { target }).set(skew);
     if skew.abs() > WARN_SKEW_SECS {
-        warn_limited!(LIMIT, target, skew_seconds = skew, "clock skew with {target} approaches the JWT leeway; check NTP");
+        warn_limited!(
+            LIMIT,
+            target,
+            skew_seconds = skew,
+            "clock skew with {target} approaches the JWT leeway; check NTP"
+        );
     }
     Some(skew)
 }

@@ -161,8 +161,7 @@ fn parse_listen_addr(s: &str) -> Result<SocketAddr, String> {
     if host.is_empty() || port.parse::<u16>().is_err() {
         return Err(format!("expected HOST:PORT or IP:PORT, got `{s}`"));
     }
-    let addrs: Vec<SocketAddr> =
-        s.to_socket_addrs().map_err(|e| format!("cannot resolve `{host}`: {e}"))?.collect();
+    let addrs: Vec<SocketAddr> = s.to_socket_addrs().map_err(|e| format!("cannot resolve `{host}`: {e}"))?.collect();
     addrs
         .iter()
         .find(|a| a.is_ipv4())
@@ -215,7 +214,8 @@ impl Settings {
     /// which clap would read as `-d -u -m -p`, so the legacy spelling is rewritten first.
     /// Settings that are wrong together are refused here too, naming the flags.
     pub fn from_args() -> Settings {
-        let settings = Settings::parse_from(std::env::args_os().map(|a| if a == "-dump" { "--dump".into() } else { a }));
+        let settings =
+            Settings::parse_from(std::env::args_os().map(|a| if a == "-dump" { "--dump".into() } else { a }));
         if let Err(e) = settings.check() {
             <Settings as clap::CommandFactory>::command().error(clap::error::ErrorKind::ArgumentConflict, e).exit();
         }
@@ -280,7 +280,10 @@ mod tests {
         let s = parse(&["--metrics-listen", "localhost:9542"]).unwrap();
         let addr = s.metrics_listen.unwrap();
         assert!(addr.ip().is_loopback() && addr.port() == 9542, "{addr}");
-        assert_eq!(parse(&["--metrics-listen", "0.0.0.0:9542"]).unwrap().metrics_listen, Some("0.0.0.0:9542".parse().unwrap()));
+        assert_eq!(
+            parse(&["--metrics-listen", "0.0.0.0:9542"]).unwrap().metrics_listen,
+            Some("0.0.0.0:9542".parse().unwrap())
+        );
         assert_eq!(parse(&["--metrics-listen", "[::1]:9"]).unwrap().metrics_listen, Some("[::1]:9".parse().unwrap()));
         for bad in ["localhost", "localhost:http", ":9542", "no-such-host.invalid:9542"] {
             let err = parse(&["--metrics-listen", bad]).unwrap_err();

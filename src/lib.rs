@@ -32,9 +32,9 @@ pub mod log_file;
 pub mod metrics;
 pub mod ops;
 pub mod pdk;
-pub mod process_metrics;
 pub mod plugins;
 pub mod probe;
+pub mod process_metrics;
 pub mod registry;
 pub mod revocation;
 pub mod rpc;
@@ -80,8 +80,10 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         tracing::warn!("GHASI_TEST_CLOCK=1: the test clock RPC is enabled; never use this in production");
     }
     plugins::api_key::cache::set_positive_capacity(settings.api_key_cache_entries);
-    let revocation =
-        revocation::Subscription::from_settings(settings.revocation_redis_url.as_deref(), &settings.revocation_channel)?;
+    let revocation = revocation::Subscription::from_settings(
+        settings.revocation_redis_url.as_deref(),
+        &settings.revocation_channel,
+    )?;
     let registry = registry::Registry::new(served_plugins(), Duration::from_secs(settings.event_timeout_secs));
     let ops_listener = match settings.metrics_listen {
         Some(addr) => Some(ops::bind(addr).await?),

@@ -134,26 +134,66 @@ impl Metrics {
         let mut root = Registry::default();
         root.register_collector(Box::new(crate::process_metrics::ProcessCollector));
         let registry = root.sub_registry_with_prefix("ghasi");
-        registry.register("decisions", "Authentication decisions by plugin, Kong route and outcome code", m.decisions.clone());
+        registry.register(
+            "decisions",
+            "Authentication decisions by plugin, Kong route and outcome code",
+            m.decisions.clone(),
+        );
         registry.register("cache_requests", "Credential cache lookups by result", m.cache_requests.clone());
         registry.register("cache_evictions", "Entries evicted for lack of room", m.cache_evictions.clone());
         registry.register("cache_entries", "Entries currently cached", m.cache_entries.clone());
-        registry.register("upstream_request_duration_seconds", "auth-service and JWKS request latency", m.upstream_duration.clone());
-        registry.register("upstream_failures", "Failed auth-service/JWKS requests by kind", m.upstream_failures.clone());
-        registry.register("clock_skew_seconds", "Local clock minus the Date header of the last upstream response", m.clock_skew.clone());
+        registry.register(
+            "upstream_request_duration_seconds",
+            "auth-service and JWKS request latency",
+            m.upstream_duration.clone(),
+        );
+        registry.register(
+            "upstream_failures",
+            "Failed auth-service/JWKS requests by kind",
+            m.upstream_failures.clone(),
+        );
+        registry.register(
+            "clock_skew_seconds",
+            "Local clock minus the Date header of the last upstream response",
+            m.clock_skew.clone(),
+        );
         registry.register("jwks_age_seconds", "Seconds since the JWKS in use was fetched", m.jwks_age.clone());
         registry.register("jwks_state", "1 for the current state of each JWKS", m.jwks_state.clone());
         registry.register("jwks_refreshes", "JWKS fetches by reason and result", m.jwks_refreshes.clone());
-        registry.register("jwks_refresh_throttled", "Unknown-kid refreshes refused by the rate limit", m.jwks_refresh_throttled.clone());
-        registry.register("events_in_flight", "Kong events alive (running or waiting for Kong)", m.events_in_flight.clone());
+        registry.register(
+            "jwks_refresh_throttled",
+            "Unknown-kid refreshes refused by the rate limit",
+            m.jwks_refresh_throttled.clone(),
+        );
+        registry.register(
+            "events_in_flight",
+            "Kong events alive (running or waiting for Kong)",
+            m.events_in_flight.clone(),
+        );
         registry.register("events_reaped", "Events abandoned by Kong and reaped", m.events_reaped.clone());
         registry.register("rpc_errors", "RPC requests answered with an error, by kind", m.rpc_errors.clone());
         registry.register("connections_open", "Open Kong connections", m.connections_open.clone());
-        registry.register("connection_errors", "Connections closed on a protocol or I/O error, by kind", m.connection_errors.clone());
-        registry.register("incomplete_frame_bytes", "Bytes buffered for frames still arriving, all connections (bounded by --buffer-budget-bytes)", m.incomplete_frame_bytes.clone());
-        registry.register("ready", "1 when /ready answers 200 (socket listening, every JWKS in use loaded), else 0", m.ready.clone());
+        registry.register(
+            "connection_errors",
+            "Connections closed on a protocol or I/O error, by kind",
+            m.connection_errors.clone(),
+        );
+        registry.register(
+            "incomplete_frame_bytes",
+            "Bytes buffered for frames still arriving, all connections (bounded by --buffer-budget-bytes)",
+            m.incomplete_frame_bytes.clone(),
+        );
+        registry.register(
+            "ready",
+            "1 when /ready answers 200 (socket listening, every JWKS in use loaded), else 0",
+            m.ready.clone(),
+        );
         m.revocation.register(registry);
-        registry.register("api_key_revalidations", "Background revalidations of hot API keys shortly before their cache lifetime ends, by result", m.api_key_revalidations.clone());
+        registry.register(
+            "api_key_revalidations",
+            "Background revalidations of hot API keys shortly before their cache lifetime ends, by result",
+            m.api_key_revalidations.clone(),
+        );
         registry.register(
             "build",
             "Version of this plugin server (value always 1)",
@@ -251,10 +291,26 @@ pub struct RevocationMetrics {
 impl RevocationMetrics {
     fn register(&self, registry: &mut Registry) {
         registry.register("revocation_messages", "Revocation messages applied, by type", self.messages.clone());
-        registry.register("revocation_malformed_messages", "Revocation messages ignored as malformed or of an unknown type", self.malformed.clone());
-        registry.register("revocation_connected", "1 while subscribed to the revocation channel, else 0", self.connected.clone());
-        registry.register("revocation_subscriptions", "(Re)subscriptions to the revocation channel; each flushes the API-key verdicts", self.subscriptions.clone());
-        registry.register("revocation_evictions", "Cached API-key verdicts dropped by revocation, by message type", self.evictions.clone());
+        registry.register(
+            "revocation_malformed_messages",
+            "Revocation messages ignored as malformed or of an unknown type",
+            self.malformed.clone(),
+        );
+        registry.register(
+            "revocation_connected",
+            "1 while subscribed to the revocation channel, else 0",
+            self.connected.clone(),
+        );
+        registry.register(
+            "revocation_subscriptions",
+            "(Re)subscriptions to the revocation channel; each flushes the API-key verdicts",
+            self.subscriptions.clone(),
+        );
+        registry.register(
+            "revocation_evictions",
+            "Cached API-key verdicts dropped by revocation, by message type",
+            self.evictions.clone(),
+        );
     }
 }
 

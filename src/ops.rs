@@ -31,10 +31,7 @@ async fn render_metrics(registry: Registry) -> impl IntoResponse {
     let m = metrics::global();
     m.events_in_flight.set(registry.live_events() as i64);
     m.ready.set(i64::from(health::report().ready));
-    (
-        [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
-        m.render(),
-    )
+    ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], m.render())
 }
 
 async fn ready() -> impl IntoResponse {

@@ -66,9 +66,9 @@ fn gauge(encoder: &mut DescriptorEncoder, name: &str, help: &str, value: f64) ->
 impl Collector for ProcessCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let stat = match (sysconf(libc::_SC_CLK_TCK), sysconf(libc::_SC_PAGESIZE)) {
-            (Some(ticks), Some(page)) => std::fs::read_to_string("/proc/self/stat")
-                .ok()
-                .and_then(|t| parse_stat(&t, ticks, page)),
+            (Some(ticks), Some(page)) => {
+                std::fs::read_to_string("/proc/self/stat").ok().and_then(|t| parse_stat(&t, ticks, page))
+            }
             _ => None,
         };
         if let Some(s) = &stat {
@@ -109,7 +109,8 @@ mod tests {
     fn stat_fields_are_counted_after_the_command_name() {
         // A command name with a space and a parenthesis; utime 250, stime 50 ticks, starttime
         // 1000 ticks, vsize 4096000, rss 300 pages.
-        let line = "42 (a b) c) S 1 42 42 0 -1 4194560 100 0 0 0 250 50 0 0 20 0 3 0 1000 4096000 300 18446744073709551615";
+        let line =
+            "42 (a b) c) S 1 42 42 0 -1 4194560 100 0 0 0 250 50 0 0 20 0 3 0 1000 4096000 300 18446744073709551615";
         let s = parse_stat(line, 100.0, 4096.0).unwrap();
         assert_eq!(
             s,

@@ -98,8 +98,7 @@ impl Registry {
         let timeout = self.0.event_timeout;
         let expired: Vec<ParkedEvent> = {
             let mut events = self.0.events.lock();
-            let ids: Vec<u64> =
-                events.iter().filter(|(_, e)| e.parked_for() >= timeout).map(|(id, _)| *id).collect();
+            let ids: Vec<u64> = events.iter().filter(|(_, e)| e.parked_for() >= timeout).map(|(id, _)| *id).collect();
             ids.into_iter().filter_map(|id| events.remove(&id)).collect()
         };
         let n = expired.len();

@@ -76,12 +76,19 @@ pub fn bind(path: &Path, mode: u32, create_dir: bool) -> Result<Listener, BindEr
             Ok(_) => return Err(BindError::InUse { path: path.to_owned() }),
             // Nobody listens: a leftover of a dead process.
             Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {}
-            Err(e) => return Err(BindError::Io { what: "checking whether a server answers on", path: path.to_owned(), source: e }),
+            Err(e) => {
+                return Err(BindError::Io {
+                    what: "checking whether a server answers on",
+                    path: path.to_owned(),
+                    source: e,
+                })
+            }
         }
         std::fs::remove_file(path).map_err(io("removing stale socket", path))?;
     }
     let listener = UnixListener::bind(path).map_err(io("binding", path))?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(io("setting permissions of", path))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+        .map_err(io("setting permissions of", path))?;
     let inode = std::fs::metadata(path).map(|m| m.ino()).unwrap_or(0);
     Ok(Listener { listener, path: path.to_owned(), inode })
 }

@@ -105,7 +105,8 @@ fn status(outcome: &EventOutcome) -> u16 {
 
 /// Asserts a problem+json refusal and returns its body.
 fn assert_refused(outcome: &EventOutcome, want_status: u16, want_code: &str) -> Json {
-    let exit = outcome.exit.as_ref().unwrap_or_else(|| panic!("expected {want_status} {want_code}, the request went on"));
+    let exit =
+        outcome.exit.as_ref().unwrap_or_else(|| panic!("expected {want_status} {want_code}, the request went on"));
     assert_eq!(exit.status, want_status, "{}", exit.body_text());
     assert_eq!(exit.header("content-type").as_deref(), Some("application/problem+json"));
     let body = exit.body_json().expect("a JSON body");
@@ -364,7 +365,9 @@ async fn key_in_query_costs_one_read_more_and_is_hidden_on_every_kong_version() 
         // A repeated query key with different values is ambiguous, as is header + query.
         let (outcome, _) = run(kong, &plugin, query(format!("apikey={KEY_ALICE}&apikey={KEY_GLOBEX}"))).await;
         assert_refused(&outcome, 401, "credential_ambiguous");
-        let req = Request::new("GET", "/v1/messages").with_header("apikey", KEY_ALICE).with_query(format!("APIKEY={KEY_GLOBEX}"));
+        let req = Request::new("GET", "/v1/messages")
+            .with_header("apikey", KEY_ALICE)
+            .with_query(format!("APIKEY={KEY_GLOBEX}"));
         assert_refused(&run(kong, &plugin, req).await.0, 401, "credential_ambiguous");
         // No key-named argument: nothing to send back.
         let req = Request::new("GET", "/v1/messages").with_header("apikey", KEY_ALICE).with_query("page=2");
@@ -393,13 +396,19 @@ async fn the_emulator_answers_a_pdk_method_kong_3_4_lacks_as_kong_does() {
     let env = Env::start().await;
     let v3_4 = Kong::builder(env.server.socket()).version(KongVersion::V3_4).build();
     for (kong, exists) in [(&env.kong, true), (&v3_4, false)] {
-        let plugin = kong.plugin("ghasi-test-script", json!({"steps": [
-            {"call": "kong.service.request.clear_query_arg", "args": ["apikey"]},
-            {"call": "kong.service.request.set_header", "args": ["x-after", "1"]}
-        ]}));
+        let plugin = kong.plugin(
+            "ghasi-test-script",
+            json!({"steps": [
+                {"call": "kong.service.request.clear_query_arg", "args": ["apikey"]},
+                {"call": "kong.service.request.set_header", "args": ["x-after", "1"]}
+            ]}),
+        );
         let (outcome, req) = run(kong, &plugin, query("apikey=k&page=2".into())).await;
         assert!(outcome.continues(), "{:?}", outcome.abandoned);
-        let missing = req.logs().iter().any(|l| l.message.contains("could not find pdk method: kong.service.request.clear_query_arg"));
+        let missing = req
+            .logs()
+            .iter()
+            .any(|l| l.message.contains("could not find pdk method: kong.service.request.clear_query_arg"));
         assert_eq!(missing, !exists);
         assert_eq!(req.raw_query(), if exists { "page=2" } else { "apikey=k&page=2" });
         assert_eq!(req.upstream_header("x-after").as_deref(), Some("1"), "the event goes on after a nil answer");
@@ -652,7 +661,8 @@ async fn no_client_sent_consumer_header_reaches_the_upstream_on_any_path() {
         assert_eq!(status(&outcome), 200);
         assert_eq!(calls(&outcome), [GET_HEADERS, SET_HEADERS, CTX_SET]);
         // Optional credential, no key: removed as well.
-        let (outcome, anonymous) = run(kong, &plugin, spoofing(Request::new("GET", "/v1/messages"), &["X-Tenant-Id"])).await;
+        let (outcome, anonymous) =
+            run(kong, &plugin, spoofing(Request::new("GET", "/v1/messages"), &["X-Tenant-Id"])).await;
         assert_eq!(status(&outcome), 200);
         assert_eq!(calls(&outcome), [GET_HEADERS, CTX_GET, SET_HEADERS]);
         for req in [&req, &anonymous] {
@@ -683,12 +693,19 @@ async fn hostile_configs_are_refused_naming_the_field_without_echoing_it() {
         (json!({"auth_service_url": env.auth.url(), "lookup_path": "/verify\r\nX-Evil: 1"}), "field 'lookup_path'"),
         (json!({"auth_service_url": format!("{}\n", env.auth.url())}), "field 'auth_service_url'"),
         (json!({"auth_service_url": env.auth.url(), "key_names": ["x-api-key;x"]}), "field 'key_names'"),
-        (json!({"auth_service_url": env.auth.url(), "extra_reserved_headers": ["a\u{0}b"]}), "field 'extra_reserved_headers'"),
-        (json!({"auth_service_url": env.auth.url(), "authenticated_group": "g".repeat(100_000)}), "field 'authenticated_group'"),
+        (
+            json!({"auth_service_url": env.auth.url(), "extra_reserved_headers": ["a\u{0}b"]}),
+            "field 'extra_reserved_headers'",
+        ),
+        (
+            json!({"auth_service_url": env.auth.url(), "authenticated_group": "g".repeat(100_000)}),
+            "field 'authenticated_group'",
+        ),
     ];
     for (config, wanted) in cases {
         let plugin = env.kong.plugin(PLUGIN, config.clone());
-        let err = env.kong.run_event(&plugin, "access", &mut with_key(KEY_ALICE)).await.expect_err("StartInstance must fail");
+        let err =
+            env.kong.run_event(&plugin, "access", &mut with_key(KEY_ALICE)).await.expect_err("StartInstance must fail");
         let message = err.rpc_message().unwrap_or_else(|| panic!("not a server error: {err}")).to_string();
         assert!(message.contains(wanted), "{message:?} lacks {wanted:?}");
         assert!(message.len() < 400, "the error does not echo the value: {} bytes", message.len());
@@ -711,13 +728,17 @@ async fn a_bad_config_fails_start_instance_naming_each_field() {
         (json!({"auth_service_url": env.auth.url(), "lookup_path": "verify"}), vec!["field 'lookup_path'"]),
         (json!({"auth_service_url": env.auth.url(), "key_names": []}), vec!["field 'key_names'"]),
         (json!({"auth_service_url": env.auth.url(), "key_names": ["X-Account-Id"]}), vec!["field 'key_names'"]),
-        (json!({"auth_service_url": env.auth.url(), "on_spoofed_identity_header": "log"}), vec!["field 'on_spoofed_identity_header'"]),
+        (
+            json!({"auth_service_url": env.auth.url(), "on_spoofed_identity_header": "log"}),
+            vec!["field 'on_spoofed_identity_header'"],
+        ),
         (json!({"auth_service_url": env.auth.url(), "stale_if_error": -1}), vec!["field 'stale_if_error'"]),
         (json!({"auth_service_url": env.auth.url(), "hide_credentials": "yes"}), vec!["field 'hide_credentials'"]),
     ];
     for (config, wanted) in cases {
         let plugin = env.kong.plugin(PLUGIN, config.clone());
-        let err = env.kong.run_event(&plugin, "access", &mut with_key(KEY_ALICE)).await.expect_err("StartInstance must fail");
+        let err =
+            env.kong.run_event(&plugin, "access", &mut with_key(KEY_ALICE)).await.expect_err("StartInstance must fail");
         let message = err.rpc_message().unwrap_or_else(|| panic!("{config}: not a server error: {err}")).to_string();
         for w in wanted {
             assert!(message.contains(w), "{config}: {message:?} lacks {w:?}");

@@ -43,8 +43,10 @@ fn assert_kong_accepts(info: &Value) {
         }
         assert!(def.get("required").is_some(), "{fname}: required flag");
         let required = def["required"].as_bool().unwrap();
-        assert!(required || def.get("default").is_some() || ["service_token"].contains(&fname.as_str()),
-            "{name}.{fname}: optional fields show their default");
+        assert!(
+            required || def.get("default").is_some() || ["service_token"].contains(&fname.as_str()),
+            "{name}.{fname}: optional fields show their default"
+        );
         let text = def.to_string();
         assert!(!text.contains("null"), "{fname}: JSON null becomes a Lua sentinel in Kong");
         if let Some(d) = def.get("description").and_then(Value::as_str) {
@@ -87,8 +89,14 @@ fn dump_schema_shows_every_config_field_with_its_default() {
     let (_, stdout, _) = dump(&["--dump"]);
     let all: Value = serde_json::from_str(&stdout).unwrap();
     let field = |plugin: usize, name: &str| -> Value {
-        let config = all[plugin]["Schema"]["fields"].as_array().unwrap().iter().find_map(|f| f.get("config")).unwrap().clone();
-        config["fields"].as_array().unwrap().iter().find_map(|f| f.get(name).cloned()).unwrap_or_else(|| panic!("{name} missing"))
+        let config =
+            all[plugin]["Schema"]["fields"].as_array().unwrap().iter().find_map(|f| f.get("config")).unwrap().clone();
+        config["fields"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find_map(|f| f.get(name).cloned())
+            .unwrap_or_else(|| panic!("{name} missing"))
     };
     assert_eq!(field(0, "leeway")["default"], 30);
     assert_eq!(field(0, "algorithms")["default"], serde_json::json!(["RS256", "ES256", "EdDSA"]));

@@ -25,7 +25,10 @@ async fn many_events(kong: &Kong, n: usize) {
     });
     for (i, outcome, req) in futures::future::join_all(runs).await {
         assert!(outcome.continues(), "{outcome:?}");
-        assert_eq!(outcome.pdk_calls, ["kong.request.get_header", "kong.service.request.set_headers", "kong.ctx.shared.set"]);
+        assert_eq!(
+            outcome.pdk_calls,
+            ["kong.request.get_header", "kong.service.request.set_headers", "kong.ctx.shared.set"]
+        );
         assert_eq!(req.upstream_header("x-account-id").as_deref(), Some(format!("acct-{i}").as_str()));
         assert_eq!(req.upstream_header("x-api-key"), None, "removed by an empty array");
     }

@@ -35,7 +35,11 @@ fn steps_of_one_event_travel_on_different_connections() {
     let mut a = Conn::open(server.socket());
     let mut b = Conn::open(server.socket());
     let mut c = Conn::open(server.socket());
-    let id = start_script(&mut a, 1, json!([{"read": "x-api-key"}, {"set_headers": {"X-Account-Id": "$read", "X-Api-Key": null}}]));
+    let id = start_script(
+        &mut a,
+        1,
+        json!([{"read": "x-api-key"}, {"set_headers": {"X-Account-Id": "$read", "X-Api-Key": null}}]),
+    );
 
     let r = a.ok(2, "plugin.HandleEvent", map(&[("InstanceId", id.into()), ("EventName", "access".into())]));
     let eid = event_id(&r);
@@ -62,8 +66,15 @@ fn every_step_alias_and_absent_data_are_accepted() {
     let calls: Vec<_> = (0..7).map(|i| json!({"call": "kong.log.debug", "args": [i]})).collect();
     let id = start_script(&mut conn, 1, json!(calls));
     let mut r = handle_event(&mut conn, 2, id, "access").1;
-    let aliases = ["plugin.Step", "plugin.StepMultiMap", "plugin.StepCredential", "plugin.StepConsumer",
-        "plugin.StepRoute", "plugin.StepService", "plugin.StepMemoryStats"];
+    let aliases = [
+        "plugin.Step",
+        "plugin.StepMultiMap",
+        "plugin.StepCredential",
+        "plugin.StepConsumer",
+        "plugin.StepRoute",
+        "plugin.StepService",
+        "plugin.StepMemoryStats",
+    ];
     for (i, alias) in aliases.iter().enumerate() {
         assert_eq!(method(&r), "kong.log.debug");
         let eid = event_id(&r);
@@ -76,7 +87,11 @@ fn every_step_alias_and_absent_data_are_accepted() {
 fn exit_is_terminal_and_kong_never_answers_it() {
     let server = Server::start();
     let mut conn = Conn::open(server.socket());
-    let id = start_script(&mut conn, 1, json!([{"exit": 403, "body": "no"}, {"call": "kong.log.err", "args": ["unreachable"]}]));
+    let id = start_script(
+        &mut conn,
+        1,
+        json!([{"exit": 403, "body": "no"}, {"call": "kong.log.err", "args": ["unreachable"]}]),
+    );
     let (err, r) = handle_event(&mut conn, 2, id, "access");
     assert!(err.is_nil());
     assert_eq!(method(&r), "kong.response.exit");
@@ -122,7 +137,8 @@ fn step_error_from_kong_2_8_reaches_the_plugin() {
     let mut conn = Conn::open(server.socket());
     let id = start_script(&mut conn, 1, json!([{"read": "x"}, {"set_headers": {"A": "b"}}]));
     let r = handle_event(&mut conn, 2, id, "access").1;
-    let r = conn.ok(3, "plugin.StepError", map(&[("EventId", event_id(&r).into()), ("Data", "header too long".into())]));
+    let r =
+        conn.ok(3, "plugin.StepError", map(&[("EventId", event_id(&r).into()), ("Data", "header too long".into())]));
     // The script does not handle PDK errors: it fails, and the server fails closed.
     assert_fail_closed(&r);
     assert!(server.logs().contains("header too long"));
@@ -133,7 +149,11 @@ fn undeclared_phase_is_an_error_and_log_phase_runs() {
     let server = Server::start();
     let mut conn = Conn::open(server.socket());
     let config = json!({"auth_service_url": "http://127.0.0.1:1"});
-    let res = conn.ok(1, "plugin.StartInstance", map(&[("Name", "ghasi-api-key-lookup".into()), ("Config", config.to_string().into())]));
+    let res = conn.ok(
+        1,
+        "plugin.StartInstance",
+        map(&[("Name", "ghasi-api-key-lookup".into()), ("Config", config.to_string().into())]),
+    );
     let key_id = get(&res, "Id").and_then(Value::as_u64).unwrap();
     let (err, _) = handle_event(&mut conn, 2, key_id, "log");
     assert_eq!(err.as_str(), Some("plugin ghasi-api-key-lookup does not handle phase log"));
@@ -192,7 +212,11 @@ fn concurrent_events_interleaved_over_shared_connections_do_not_mix() {
     for (i, eid) in events.iter().enumerate().rev() {
         msgid += 1;
         let value = format!("acct-{i}");
-        let r = conns[(i + 1) % 4].ok(msgid, "plugin.Step", map(&[("EventId", (*eid).into()), ("Data", value.as_str().into())]));
+        let r = conns[(i + 1) % 4].ok(
+            msgid,
+            "plugin.Step",
+            map(&[("EventId", (*eid).into()), ("Data", value.as_str().into())]),
+        );
         assert_eq!(get(&args(&r)[0], "X-Account-Id").and_then(Value::as_str), Some(value.as_str()));
     }
     for (i, eid) in events.iter().enumerate() {
@@ -215,7 +239,11 @@ fn events_abandoned_by_kong_are_reaped() {
     }
     let parked = |conn: &mut Conn, msgid| {
         let s = conn.ok(msgid, "plugin.GetStatus", Value::Nil);
-        (get(&s, "ParkedEvents").and_then(Value::as_u64).unwrap(), get(&s, "ReapedEvents").and_then(Value::as_u64).unwrap(), get(&s, "Events").and_then(Value::as_u64).unwrap())
+        (
+            get(&s, "ParkedEvents").and_then(Value::as_u64).unwrap(),
+            get(&s, "ReapedEvents").and_then(Value::as_u64).unwrap(),
+            get(&s, "Events").and_then(Value::as_u64).unwrap(),
+        )
     };
     assert_eq!(parked(&mut conn, 20), (5, 0, 5));
     let deadline = Instant::now() + Duration::from_secs(15);

@@ -290,7 +290,12 @@ async fn set_kong_consumer_authenticates_a_virtual_consumer() {
     assert_eq!(calls(&out), [GET_HEADER, SET_HEADERS, CTX_SET, AUTHENTICATE]);
     let consumer = req.consumer().expect("a consumer");
     let field = |k: &str| {
-        consumer.as_map().unwrap().iter().find(|(key, _)| key.as_str() == Some(k)).map(|(_, v)| v.as_str().unwrap().to_owned())
+        consumer
+            .as_map()
+            .unwrap()
+            .iter()
+            .find(|(key, _)| key.as_str() == Some(k))
+            .map(|(_, v)| v.as_str().unwrap().to_owned())
     };
     assert_eq!(field("id").as_deref(), Some(fixtures::ACCOUNT_ACME));
     assert_eq!(field("username").as_deref(), Some(fixtures::EMAIL_ALICE));
@@ -347,16 +352,46 @@ async fn forged_and_broken_tokens_are_refused_with_the_design_codes() {
         ("tampered payload", forge.tampered_payload(&spec), 401, "credential_invalid"),
         ("ES256 header on the RSA kid", forge.alg_kid_mismatch(&spec), 401, "credential_invalid"),
         ("expired beyond the leeway", env.auth.mint(&env.timed(env.alice(), -60)), 401, "token_expired"),
-        ("not yet valid", env.auth.mint(&env.timed(env.alice().claim("nbf", env.now() + 120), 3600)), 401, "token_not_yet_valid"),
-        ("issued in the future", env.auth.mint(&env.timed(env.alice().claim("iat", env.now() + 120), 3600)), 401, "token_not_yet_valid"),
+        (
+            "not yet valid",
+            env.auth.mint(&env.timed(env.alice().claim("nbf", env.now() + 120), 3600)),
+            401,
+            "token_not_yet_valid",
+        ),
+        (
+            "issued in the future",
+            env.auth.mint(&env.timed(env.alice().claim("iat", env.now() + 120), 3600)),
+            401,
+            "token_not_yet_valid",
+        ),
         ("wrong iss", env.auth.mint(&env.timed(env.alice().iss("https://evil.example"), 3600)), 401, "token_invalid"),
         ("no iss", env.auth.mint(&env.timed(env.alice().without("iss"), 3600)), 401, "token_invalid"),
         ("no exp", env.auth.mint(&env.timed(env.alice().without("exp"), 3600)), 401, "token_invalid"),
         ("missing sub", env.auth.mint(&env.timed(env.alice().without("sub"), 3600)), 401, "token_invalid"),
-        ("missing account_id", env.auth.mint(&env.timed(env.alice().without("account_id"), 3600)), 401, "token_invalid"),
-        ("account_id not a string", env.auth.mint(&env.timed(env.alice().claim("account_id", 7), 3600)), 401, "token_invalid"),
-        ("roles not an array", env.auth.mint(&env.timed(env.alice().claim("roles", "admin"), 3600)), 401, "token_invalid"),
-        ("lifetime over max_token_lifetime", env.auth.mint(&env.timed(env.alice(), 86_400 + 3600)), 401, "token_invalid"),
+        (
+            "missing account_id",
+            env.auth.mint(&env.timed(env.alice().without("account_id"), 3600)),
+            401,
+            "token_invalid",
+        ),
+        (
+            "account_id not a string",
+            env.auth.mint(&env.timed(env.alice().claim("account_id", 7), 3600)),
+            401,
+            "token_invalid",
+        ),
+        (
+            "roles not an array",
+            env.auth.mint(&env.timed(env.alice().claim("roles", "admin"), 3600)),
+            401,
+            "token_invalid",
+        ),
+        (
+            "lifetime over max_token_lifetime",
+            env.auth.mint(&env.timed(env.alice(), 86_400 + 3600)),
+            401,
+            "token_invalid",
+        ),
         ("empty bearer", String::new(), 401, "token_invalid"),
     ];
     for (name, token, _) in forge::malformed().into_iter().map(|(n, t)| (n, t, ())) {
@@ -394,7 +429,11 @@ async fn forged_and_broken_tokens_are_refused_with_the_design_codes() {
     assert_denied(&env.run_bearer(&aud, &env.token(env.alice())).await.0, 401, "token_invalid");
     // max_token_lifetime is configurable (0 disables it).
     let long = env.record(env.auth.mint(&env.timed(env.alice(), 7200)));
-    assert_denied(&env.run_bearer(&env.plugin(json!({"max_token_lifetime": 3600})), &long).await.0, 401, "token_invalid");
+    assert_denied(
+        &env.run_bearer(&env.plugin(json!({"max_token_lifetime": 3600})), &long).await.0,
+        401,
+        "token_invalid",
+    );
     let longer = env.record(env.auth.mint(&env.timed(env.alice(), 86_400 * 3)));
     assert_admitted(&env.run_bearer(&env.plugin(json!({"max_token_lifetime": 0})), &longer).await.0);
 
@@ -514,7 +553,8 @@ async fn cookies_and_hide_credentials() {
     assert_eq!(upstream(&req, "cookie").as_deref(), Some("theme=dark; lang=en"), "the token cookie is hidden");
     assert_eq!(upstream(&req, "x-account-id").as_deref(), Some(fixtures::ACCOUNT_ACME));
     // Only the token cookie: the Cookie header goes.
-    let (out, req) = env.run(&cookie, Request::new("GET", "/").with_header("Cookie", format!("access_token={token}"))).await;
+    let (out, req) =
+        env.run(&cookie, Request::new("GET", "/").with_header("Cookie", format!("access_token={token}"))).await;
     assert!(out.continues());
     assert_eq!(upstream(&req, "cookie"), None);
     // The Authorization header wins over a cookie, and is the one hidden.
@@ -697,7 +737,8 @@ async fn a_forged_next_kid_does_not_lock_out_real_tokens_after_the_rotation() {
     assert_admitted(&env.run_bearer(&plugin, &env.token(env.alice())).await.0);
     let next_kid = env.auth.rotate(Alg::RS256, true).await;
     assert!(env.auth.set_published(&next_kid, false), "the next key exists but is not published yet");
-    let forged = env.record(unsigned(json!({"alg": "RS256", "kid": next_kid, "typ": "JWT"}), &env.timed(env.alice(), 3600)));
+    let forged =
+        env.record(unsigned(json!({"alg": "RS256", "kid": next_kid, "typ": "JWT"}), &env.timed(env.alice(), 3600)));
     assert_denied(&env.run_bearer(&plugin, &forged).await.0, 401, "credential_invalid");
     assert_eq!(env.fetches(), 2, "the forged kid caused one refresh");
 
@@ -849,7 +890,11 @@ async fn every_config_field_is_validated_dumped_with_its_default_and_documented(
     for field in FIELDS {
         let def = fields.iter().find_map(|f| f.get(field.name)).unwrap_or_else(|| panic!("{} not dumped", field.name));
         assert!(def.get("default").is_some() || def["required"] == true, "{}: no default", field.name);
-        assert!(section.contains(&format!("`{}`", field.name)), "{} is not documented in README ## ghasi-jwt", field.name);
+        assert!(
+            section.contains(&format!("`{}`", field.name)),
+            "{} is not documented in README ## ghasi-jwt",
+            field.name
+        );
     }
 
     // StartInstance refuses a bad value and names the field.

@@ -25,14 +25,10 @@ const DECK_FILES: &[(&str, bool)] = &[
 
 /// The public messages API: these routes also take a customer API key (decision, not in the
 /// seed): both ghasi plugins run with credential_optional, and the acl guard requires one.
-const API_KEY_ROUTES: &[(&str, &str)] = &[
-    ("POST", "/v1/messages"),
-    ("GET", "/v1/messages"),
-    ("GET", "/v1/messages/{messageId}"),
-];
+const API_KEY_ROUTES: &[(&str, &str)] =
+    &[("POST", "/v1/messages"), ("GET", "/v1/messages"), ("GET", "/v1/messages/{messageId}")];
 
-const IDENTITY_HEADERS: &[&str] =
-    &["X-Account-Id", "X-User-Id", "X-Consumer-Username", "X-Credential-Identifier"];
+const IDENTITY_HEADERS: &[&str] = &["X-Account-Id", "X-User-Id", "X-Consumer-Username", "X-Credential-Identifier"];
 const GUARD_GROUP: &str = "ghasi-authenticated";
 const METHODS: &[&str] = &["GET", "POST", "PUT", "PATCH", "DELETE"];
 
@@ -76,11 +72,7 @@ struct Seed {
 }
 
 fn cells(line: &str) -> Vec<String> {
-    line.trim()
-        .trim_matches('|')
-        .split('|')
-        .map(|c| c.trim().to_string())
-        .collect()
+    line.trim().trim_matches('|').split('|').map(|c| c.trim().to_string()).collect()
 }
 
 fn parse_seed(text: &str) -> Seed {
@@ -227,10 +219,7 @@ fn deck_routes(doc: &Value) -> Vec<DeckRoute> {
 }
 
 fn plugin<'a>(route: &'a Value, name: &str) -> Option<&'a Value> {
-    route
-        .get("plugins")
-        .and_then(Value::as_sequence)
-        .and_then(|ps| ps.iter().find(|p| s(p, "name") == Some(name)))
+    route.get("plugins").and_then(Value::as_sequence).and_then(|ps| ps.iter().find(|p| s(p, "name") == Some(name)))
 }
 
 fn config(plugin: &Value) -> &Value {
@@ -246,8 +235,7 @@ fn find<'a>(routes: &'a [DeckRoute], r: &SeedRoute) -> &'a DeckRoute {
     let hits: Vec<&DeckRoute> = routes
         .iter()
         .filter(|d| {
-            strings(d.route.get("methods")) == [r.method.clone()]
-                && strings(d.route.get("paths")) == [path.clone()]
+            strings(d.route.get("methods")) == [r.method.clone()] && strings(d.route.get("paths")) == [path.clone()]
         })
         .collect();
     assert_eq!(hits.len(), 1, "route {} {} (path {path}) must appear exactly once", r.method, r.path);
@@ -304,7 +292,10 @@ fn check_deck_file(rel: &str, kong_38_plus: bool, seed: &Seed) {
                     let key = key.unwrap_or_else(|| panic!("{what}: ghasi-api-key-lookup missing"));
                     let kc = config(key);
                     assert!(flag(kc, "credential_optional"), "{what}: api key credential_optional");
-                    assert!(s(kc, "auth_service_url").is_some_and(|u| u.starts_with("http")), "{what}: auth_service_url");
+                    assert!(
+                        s(kc, "auth_service_url").is_some_and(|u| u.starts_with("http")),
+                        "{what}: auth_service_url"
+                    );
                     if let Some(token) = s(kc, "service_token") {
                         assert!(token.starts_with("{vault://"), "{what}: service_token must be a vault reference");
                     }
@@ -430,7 +421,10 @@ fn environments_use_decks_select_tags_and_consumers_match() {
         let creds = c.get("keyauth_credentials").and_then(Value::as_sequence).expect("keyauth_credentials");
         for cred in creds {
             let key = s(cred, "key").unwrap_or("");
-            assert!(key.starts_with("${{ env \"DECK_") && key.ends_with("\" }}"), "{who}: key must be a decK env reference");
+            assert!(
+                key.starts_with("${{ env \"DECK_") && key.ends_with("\" }}"),
+                "{who}: key must be a decK env reference"
+            );
         }
         for g in c.get("acls").and_then(Value::as_sequence).into_iter().flatten() {
             assert_ne!(s(g, "group"), Some(GUARD_GROUP), "{who}: static consumers must not get the guard group");
@@ -494,7 +488,13 @@ fn multi_node_rate_limits_count_in_redis_and_single_node_ones_locally() {
                 continue;
             };
             assert_eq!(s(c, "policy"), Some("redis"), "{what}: counted per cluster");
-            let field = |name: &str| if nested { c.get("redis").and_then(|r| r.get(name)) } else { c.get(format!("redis_{name}")) };
+            let field = |name: &str| {
+                if nested {
+                    c.get("redis").and_then(|r| r.get(name))
+                } else {
+                    c.get(format!("redis_{name}"))
+                }
+            };
             if nested {
                 assert!(c.get("redis_host").is_none(), "{what}: Kong 3.6+ takes the nested redis record");
             } else {
@@ -522,7 +522,10 @@ fn kong_conf_fragments_take_the_client_address_from_the_balancer() {
         assert!(get("KONG_REAL_IP_HEADER").is_some_and(|h| !h.is_empty()), "{variant}: real_ip_header");
         assert_eq!(get("KONG_REAL_IP_RECURSIVE"), Some("on"), "{variant}: real_ip_recursive");
         let trusted = get("KONG_TRUSTED_IPS").unwrap_or_else(|| panic!("{variant}: trusted_ips"));
-        assert!(!trusted.split(',').any(|c| c == "0.0.0.0/0" || c == "::/0"), "{variant}: trusting everyone lets clients pick their IP");
+        assert!(
+            !trusted.split(',').any(|c| c == "0.0.0.0/0" || c == "::/0"),
+            "{variant}: trusting everyone lets clients pick their IP"
+        );
     }
 }
 

@@ -210,7 +210,11 @@ fn http_get(port: u16, path: &str, headers: &[(&str, &str)]) -> Response {
     let text = String::from_utf8_lossy(&raw).into_owned();
     let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
     let status = head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
-    let body = if head.to_ascii_lowercase().contains("transfer-encoding: chunked") { common::http::dechunk(body) } else { body.to_owned() };
+    let body = if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+        common::http::dechunk(body)
+    } else {
+        body.to_owned()
+    };
     Response { status, body }
 }
 
@@ -337,14 +341,23 @@ async fn api_key_attacks(rig: &Path, kong: &str) {
     let r = s.get(&[("X-API-Key", KEY_UNKNOWN), ("X-API-Key", KEY_ALICE)]);
     assert_refused(&s, &r, 401, "credential_ambiguous");
 
-    let spoofs = [("X-Consumer-ID", "c1"), ("X-Consumer-Groups", "admin"), ("X-Anonymous-Consumer", "false"), ("X-Authenticated-Groups", "admin")];
+    let spoofs = [
+        ("X-Consumer-ID", "c1"),
+        ("X-Consumer-Groups", "admin"),
+        ("X-Anonymous-Consumer", "false"),
+        ("X-Authenticated-Groups", "admin"),
+    ];
     let mut headers = vec![("X-API-Key", KEY_ALICE)];
     headers.extend(spoofs);
     let r = s.get(&headers);
     assert_admitted(&s, &r, ACCOUNT_ACME, Some(USER_ALICE), "x-api-key");
     let seen = r.upstream().expect("echo");
     for (name, _) in spoofs {
-        assert!(seen.get(name.to_ascii_lowercase()).is_none(), "{}", s.context(&format!("{name} reached the upstream"), &r));
+        assert!(
+            seen.get(name.to_ascii_lowercase()).is_none(),
+            "{}",
+            s.context(&format!("{name} reached the upstream"), &r)
+        );
     }
     drop(s);
 

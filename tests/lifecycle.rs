@@ -31,7 +31,10 @@ fn sigterm_drains_in_flight_events_then_exits() {
 
     // The in-flight event still completes on the open connection.
     let r = conn.ok(3, "plugin.Step", map(&[("EventId", eid.clone()), ("Data", "v".into())]));
-    assert_eq!(get(get(&r, "Data").unwrap(), "Method").and_then(Value::as_str), Some("kong.service.request.set_headers"));
+    assert_eq!(
+        get(get(&r, "Data").unwrap(), "Method").and_then(Value::as_str),
+        Some("kong.service.request.set_headers")
+    );
     let r = conn.ok(4, "plugin.Step", map(&[("EventId", eid)]));
     assert_eq!(get(&r, "Data").and_then(Value::as_str), Some("ret"));
 
@@ -88,7 +91,11 @@ fn stale_socket_file_is_replaced_but_other_files_are_not() {
     // A leftover socket from a crashed process.
     drop(std::os::unix::net::UnixListener::bind(&socket).unwrap());
     let mut child = Command::new(env!("CARGO_BIN_EXE_ghasi-plugin-server"))
-        .arg("--socket").arg(&socket).stderr(Stdio::null()).spawn().unwrap();
+        .arg("--socket")
+        .arg(&socket)
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
     while std::os::unix::net::UnixStream::connect(&socket).is_err() {
         assert!(Instant::now() < deadline, "server did not replace the stale socket");

@@ -57,7 +57,8 @@ async fn metrics_health_and_logs_after_a_mixed_run() {
     let warm_fetches = auth.jwks_fetches();
 
     let kong = Kong::new(server.socket());
-    let keys = kong.plugin("ghasi-api-key-lookup", json!({"auth_service_url": auth.url(), "service_token": SERVICE_TOKEN}));
+    let keys =
+        kong.plugin("ghasi-api-key-lookup", json!({"auth_service_url": auth.url(), "service_token": SERVICE_TOKEN}));
     let jwt = kong.plugin("ghasi-jwt", json!({"jwks_url": auth.jwks_url(), "issuer": auth.issuer()}));
     let mut used: Vec<String> = vec![SERVICE_TOKEN.into()];
     let mut run = |plugin, header: &'static str, value: String| {
@@ -89,14 +90,41 @@ async fn metrics_health_and_logs_after_a_mixed_run() {
         labels.push(r);
     }
     assert_eq!(sample(&metrics, "ghasi_decisions_total", &labels), Some(3.0), "{metrics}");
-    assert_eq!(sample(&metrics, "ghasi_decisions_total", &[r#"plugin="ghasi-api-key-lookup""#, r#"code="credential_invalid""#]), Some(2.0));
+    assert_eq!(
+        sample(
+            &metrics,
+            "ghasi_decisions_total",
+            &[r#"plugin="ghasi-api-key-lookup""#, r#"code="credential_invalid""#]
+        ),
+        Some(2.0)
+    );
     assert_eq!(sample(&metrics, "ghasi_decisions_total", &[r#"plugin="ghasi-jwt""#, r#"code="ok""#]), Some(2.0));
-    assert_eq!(sample(&metrics, "ghasi_decisions_total", &[r#"plugin="ghasi-jwt""#, r#"code="token_expired""#]), Some(1.0));
-    assert_eq!(sample(&metrics, "ghasi_cache_requests_total", &[r#"plugin="ghasi-api-key-lookup""#, r#"result="hit""#]), Some(2.0));
-    assert!(sample(&metrics, "ghasi_cache_requests_total", &[r#"plugin="ghasi-api-key-lookup""#, r#"result="miss""#]).unwrap_or(0.0) >= 1.0);
-    assert_eq!(sample(&metrics, "ghasi_upstream_request_duration_seconds_count", &[r#"target="auth_service""#]), Some(3.0), "one lookup per distinct key");
-    assert!(sample(&metrics, "ghasi_jwks_refreshes_total", &[r#"reason="initial""#, r#"result="ok""#]).unwrap_or(0.0) >= 1.0);
-    assert!(sum(&metrics, "ghasi_upstream_failures_total", &[r#"target="jwks""#]).unwrap_or(0.0) >= 1.0, "the warm-up met the outage");
+    assert_eq!(
+        sample(&metrics, "ghasi_decisions_total", &[r#"plugin="ghasi-jwt""#, r#"code="token_expired""#]),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample(&metrics, "ghasi_cache_requests_total", &[r#"plugin="ghasi-api-key-lookup""#, r#"result="hit""#]),
+        Some(2.0)
+    );
+    assert!(
+        sample(&metrics, "ghasi_cache_requests_total", &[r#"plugin="ghasi-api-key-lookup""#, r#"result="miss""#])
+            .unwrap_or(0.0)
+            >= 1.0
+    );
+    assert_eq!(
+        sample(&metrics, "ghasi_upstream_request_duration_seconds_count", &[r#"target="auth_service""#]),
+        Some(3.0),
+        "one lookup per distinct key"
+    );
+    assert!(
+        sample(&metrics, "ghasi_jwks_refreshes_total", &[r#"reason="initial""#, r#"result="ok""#]).unwrap_or(0.0)
+            >= 1.0
+    );
+    assert!(
+        sum(&metrics, "ghasi_upstream_failures_total", &[r#"target="jwks""#]).unwrap_or(0.0) >= 1.0,
+        "the warm-up met the outage"
+    );
     assert_eq!(sample(&metrics, "ghasi_jwks_state", &[r#"state="fresh""#]), Some(1.0));
 
     let (_, health) = http_get(&addr, "/health").await;

@@ -55,12 +55,24 @@ fn assert_partner_rules(file: &str, doc: &Value) {
         if !n.iter().any(|x| x == "key-auth") {
             continue;
         }
-        assert!(!n.iter().any(|x| x.starts_with("ghasi-")), "{file}: route {route} mixes key-auth with a ghasi plugin: {n:?}");
+        assert!(
+            !n.iter().any(|x| x.starts_with("ghasi-")),
+            "{file}: route {route} mixes key-auth with a ghasi plugin: {n:?}"
+        );
         let key_auth = plugins.iter().find(|p| p["name"] == "key-auth").unwrap();
-        assert!(key_auth["config"]["anonymous"].is_null(), "{file}: route {route}: key-auth with anonymous lets keyless requests in");
-        let acl = plugins.iter().find(|p| p["name"] == "acl").unwrap_or_else(|| panic!("{file}: route {route}: key-auth without acl"));
+        assert!(
+            key_auth["config"]["anonymous"].is_null(),
+            "{file}: route {route}: key-auth with anonymous lets keyless requests in"
+        );
+        let acl = plugins
+            .iter()
+            .find(|p| p["name"] == "acl")
+            .unwrap_or_else(|| panic!("{file}: route {route}: key-auth without acl"));
         let allow: Vec<&str> = acl["config"]["allow"].as_array().unwrap().iter().filter_map(Value::as_str).collect();
-        assert!(!allow.is_empty() && !allow.contains(&"ghasi-authenticated"), "{file}: route {route}: acl allow {allow:?}");
+        assert!(
+            !allow.is_empty() && !allow.contains(&"ghasi-authenticated"),
+            "{file}: route {route}: acl allow {allow:?}"
+        );
     }
 }
 

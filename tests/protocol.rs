@@ -155,7 +155,11 @@ fn service_token_is_not_echoed_in_instance_status() {
     let server = Server::start();
     let mut conn = Conn::open(server.socket());
     let config = serde_json::json!({"auth_service_url": "http://127.0.0.1:1", "service_token": "s3cr3t-token-value"});
-    let res = conn.ok(1, "plugin.StartInstance", map(&[("Name", "ghasi-api-key-lookup".into()), ("Config", config.to_string().into())]));
+    let res = conn.ok(
+        1,
+        "plugin.StartInstance",
+        map(&[("Name", "ghasi-api-key-lookup".into()), ("Config", config.to_string().into())]),
+    );
     let id = get(&res, "Id").unwrap().clone();
     let status = conn.ok(2, "plugin.InstanceStatus", id);
     let shown = format!("{res:?}{status:?}");

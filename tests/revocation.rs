@@ -216,7 +216,8 @@ async fn revocations_reach_every_node_without_waiting_for_the_cache() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_redis_the_nodes_keep_serving_and_resubscribe_with_a_flush() {
-    let Some(mut redis) = RedisServer::start("without_redis_the_nodes_keep_serving_and_resubscribe_with_a_flush") else {
+    let Some(mut redis) = RedisServer::start("without_redis_the_nodes_keep_serving_and_resubscribe_with_a_flush")
+    else {
         return;
     };
     let auth = DevAuthService::start(DevConfig::for_tests()).await.expect("dev auth-service");
@@ -255,7 +256,10 @@ async fn without_redis_the_nodes_keep_serving_and_resubscribe_with_a_flush() {
     redis.restart();
     for node in &nodes {
         node.wait_subscribed(2);
-        assert!(node.metric("ghasi_revocation_evictions", &["kind=\"subscribe\""]) >= 2.0, "the flush dropped the keys");
+        assert!(
+            node.metric("ghasi_revocation_evictions", &["kind=\"subscribe\""]) >= 2.0,
+            "the flush dropped the keys"
+        );
     }
     let lookups = auth.lookups();
     for (node, plugin) in &keys {

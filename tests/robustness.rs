@@ -112,17 +112,11 @@ fn a_missing_socket_directory_is_an_error_unless_creation_is_asked_for() {
     let out = run_to_exit(&["--socket", socket.to_str().unwrap()]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{stderr}");
-    assert!(
-        stderr.contains(&format!("the socket directory {} does not exist", missing.display())),
-        "{stderr}"
-    );
+    assert!(stderr.contains(&format!("the socket directory {} does not exist", missing.display())), "{stderr}");
     assert!(!missing.exists(), "the directory must not be created");
 
     // The explicit flag (or GHASI_CREATE_SOCKET_DIR) creates it.
-    let options = Options {
-        args: vec![],
-        env: vec![("GHASI_CREATE_SOCKET_DIR".into(), "true".into())],
-    };
+    let options = Options { args: vec![], env: vec![("GHASI_CREATE_SOCKET_DIR".into(), "true".into())] };
     let server = Server::start_with_socket(options, &socket);
     assert!(UnixStream::connect(server.socket()).is_ok());
 }
@@ -186,8 +180,7 @@ fn big_request(msgid: u8, len: usize) -> Vec<u8> {
 #[test]
 fn incomplete_frames_share_one_budget_and_the_newest_offender_is_closed() {
     const PART: usize = 300_000;
-    let (server, addr) =
-        start_with_metrics(&["--max-frame-bytes", "500000", "--buffer-budget-bytes", "1000000"], &[]);
+    let (server, addr) = start_with_metrics(&["--max-frame-bytes", "500000", "--buffer-budget-bytes", "1000000"], &[]);
     let buffered = || sample(&get(&addr, "/metrics").1, "ghasi_incomplete_frame_bytes", &[]).unwrap_or(0.0) as usize;
     let frame = big_request(1, 400_000);
 

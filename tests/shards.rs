@@ -73,9 +73,14 @@ fn steps_of_one_event_cross_shards() {
     let id = start_script(&mut a, 1, json!([{"read": "x-api-key"}, {"set_headers": {"X-Account-Id": "$read"}}]));
     for round in 0..20u64 {
         let (first, second) = if round % 2 == 0 { (&mut a, &mut b) } else { (&mut b, &mut a) };
-        let r = first.ok(10 + round, "plugin.HandleEvent", map(&[("InstanceId", id.into()), ("EventName", "access".into())]));
+        let r = first.ok(
+            10 + round,
+            "plugin.HandleEvent",
+            map(&[("InstanceId", id.into()), ("EventName", "access".into())]),
+        );
         let eid = event_id(&r);
-        let r = second.ok(10 + round, "plugin.Step", map(&[("EventId", eid.into()), ("Data", format!("k{round}").into())]));
+        let r =
+            second.ok(10 + round, "plugin.Step", map(&[("EventId", eid.into()), ("Data", format!("k{round}").into())]));
         assert_eq!(pdk_method(&r), "kong.service.request.set_headers");
         let headers = &get(get(&r, "Data").unwrap(), "Args").and_then(Value::as_array).unwrap()[0];
         assert_eq!(get(headers, "X-Account-Id").and_then(Value::as_str), Some(format!("k{round}").as_str()));
@@ -87,7 +92,8 @@ fn steps_of_one_event_cross_shards() {
 /// One API-key event: HandleEvent on `first`, the key on `second` (whose shard then asks
 /// auth-service), and returns the PDK call that follows the lookup.
 fn lookup(first: &mut Conn, second: &mut Conn, instance: u64, msgid: u64, key: &str) -> String {
-    let r = first.ok(msgid, "plugin.HandleEvent", map(&[("InstanceId", instance.into()), ("EventName", "access".into())]));
+    let r =
+        first.ok(msgid, "plugin.HandleEvent", map(&[("InstanceId", instance.into()), ("EventName", "access".into())]));
     // The plugin reads every header (Kong's get_header would show only a repeated key's first value).
     assert_eq!(pdk_method(&r), "kong.request.get_headers");
     let headers = map(&[("x-api-key", Value::Array(vec![key.into()]))]);
@@ -120,7 +126,12 @@ async fn auth_service_calls_complete_from_either_shard() {
     let keys = [KEY_ALICE, KEY_GLOBEX, KEY_SERVICE];
     let results = tokio::task::spawn_blocking(move || run_lookups(&socket, &url, &keys)).await.unwrap();
     for (key, method) in keys.iter().zip(&results) {
-        assert_eq!(method, "kong.service.request.set_headers", "key #{} was not admitted", keys.iter().position(|k| k == key).unwrap());
+        assert_eq!(
+            method,
+            "kong.service.request.set_headers",
+            "key #{} was not admitted",
+            keys.iter().position(|k| k == key).unwrap()
+        );
     }
     assert_eq!(auth.lookups(), 3, "each key looked up once, on alternating shards");
 }

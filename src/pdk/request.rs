@@ -31,9 +31,7 @@ impl Headers {
             None => return Ok(Headers::default()),
             Some(Value::Map(entries)) => entries,
             Some(Value::Array(a)) if a.is_empty() => return Ok(Headers::default()),
-            Some(other) => {
-                return Err(PdkError::UnexpectedType { method, expected: "map", found: type_name(&other) })
-            }
+            Some(other) => return Err(PdkError::UnexpectedType { method, expected: "map", found: type_name(&other) }),
         };
         let mut map = HashMap::with_capacity(entries.len());
         for (k, v) in entries {
@@ -81,7 +79,9 @@ impl Request<'_> {
     /// `kong.request.get_method()`.
     pub async fn get_method(&mut self) -> Result<String, PdkError> {
         let v = self.0.call("kong.request.get_method", vec![]).await?;
-        Ok(string_or_nil("kong.request.get_method", v)?.map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default())
+        Ok(string_or_nil("kong.request.get_method", v)?
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .unwrap_or_default())
     }
 }
 

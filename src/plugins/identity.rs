@@ -56,7 +56,9 @@ impl Reserved {
         for name in extra {
             let name = name.to_ascii_lowercase();
             if credentials.iter().any(|c| c.eq_ignore_ascii_case(&name)) {
-                return Err(format!("field 'extra_reserved_headers': {name:?} carries the credential this plugin reads"));
+                return Err(format!(
+                    "field 'extra_reserved_headers': {name:?} carries the credential this plugin reads"
+                ));
             }
             if !names.contains(&name) {
                 names.push(name);

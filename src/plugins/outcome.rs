@@ -93,9 +93,7 @@ impl AuthError {
     /// The problem+json body, built once per code (refusals are a hot path under attack).
     pub fn body(self) -> &'static str {
         static BODIES: OnceLock<Vec<(&'static str, String)>> = OnceLock::new();
-        let bodies = BODIES.get_or_init(|| {
-            ALL.iter().map(|e| (e.code(), e.render_body())).collect()
-        });
+        let bodies = BODIES.get_or_init(|| ALL.iter().map(|e| (e.code(), e.render_body())).collect());
         let code = self.code();
         bodies.iter().find(|(c, _)| *c == code).map(|(_, b)| b.as_str()).expect("every code has a body")
     }
@@ -117,8 +115,12 @@ impl AuthError {
             (_, AuthError::SpoofedIdentityHeader | AuthError::AuthorityUnavailable { .. }) => None,
             // RFC 6750 §3.1: no error code when the request had no credential.
             (Scheme::Bearer, AuthError::CredentialMissing) => Some(r#"Bearer realm="ghasi""#),
-            (Scheme::Bearer, AuthError::InsufficientRole) => Some(r#"Bearer realm="ghasi", error="insufficient_scope""#),
-            (Scheme::Bearer, AuthError::CredentialAmbiguous) => Some(r#"Bearer realm="ghasi", error="invalid_request""#),
+            (Scheme::Bearer, AuthError::InsufficientRole) => {
+                Some(r#"Bearer realm="ghasi", error="insufficient_scope""#)
+            }
+            (Scheme::Bearer, AuthError::CredentialAmbiguous) => {
+                Some(r#"Bearer realm="ghasi", error="invalid_request""#)
+            }
             (Scheme::Bearer, _) => Some(r#"Bearer realm="ghasi", error="invalid_token""#),
             (Scheme::ApiKey, AuthError::InsufficientRole) => None,
             (Scheme::ApiKey, _) => Some(r#"ApiKey realm="ghasi""#),

@@ -257,7 +257,12 @@ impl Field {
                 for (i, item) in items.iter().enumerate() {
                     let s = item.as_str().ok_or_else(|| format!("element {} is not a string", i + 1))?;
                     if !self.one_of.is_empty() && !self.one_of.contains(&s) {
-                        return Err(format!("element {} must be one of {}, got {:?}", i + 1, self.one_of.join(", "), shown(s)));
+                        return Err(format!(
+                            "element {} must be one of {}, got {:?}",
+                            i + 1,
+                            self.one_of.join(", "),
+                            shown(s)
+                        ));
                     }
                     if s.is_empty() {
                         return Err(format!("element {} is empty", i + 1));

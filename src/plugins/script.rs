@@ -41,13 +41,31 @@ struct Config {
 #[derive(Debug, Deserialize)]
 #[serde(untagged)]
 enum Step {
-    Call { call: String, #[serde(default)] args: Vec<serde_json::Value> },
-    Read { read: String },
-    SetHeaders { set_headers: serde_json::Map<String, serde_json::Value> },
-    Exit { exit: u16, #[serde(default)] body: String },
-    Sleep { sleep_ms: u64 },
-    Fail { fail: String },
-    Panic { panic: String },
+    Call {
+        call: String,
+        #[serde(default)]
+        args: Vec<serde_json::Value>,
+    },
+    Read {
+        read: String,
+    },
+    SetHeaders {
+        set_headers: serde_json::Map<String, serde_json::Value>,
+    },
+    Exit {
+        exit: u16,
+        #[serde(default)]
+        body: String,
+    },
+    Sleep {
+        sleep_ms: u64,
+    },
+    Fail {
+        fail: String,
+    },
+    Panic {
+        panic: String,
+    },
 }
 
 pub struct Script {
@@ -57,10 +75,7 @@ pub struct Script {
 
 fn start(config: &[u8]) -> Result<Plugin, String> {
     let config: Config = serde_json::from_slice(config).map_err(|e| format!("field 'steps': {e}"))?;
-    Ok(Plugin::Script(Arc::new(Script {
-        access: config.steps,
-        log: config.log_steps,
-    })))
+    Ok(Plugin::Script(Arc::new(Script { access: config.steps, log: config.log_steps })))
 }
 
 impl Script {

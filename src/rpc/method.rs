@@ -10,18 +10,38 @@ use super::value::{self, as_u64};
 
 #[derive(Debug)]
 pub enum Method {
-    StartInstance { name: String, config: Vec<u8> },
-    CloseInstance { id: u64 },
+    StartInstance {
+        name: String,
+        config: Vec<u8>,
+    },
+    CloseInstance {
+        id: u64,
+    },
     /// `instance_id` is `None` in Kong 2.8/3.0's broken StartInstance-failure path (§4.1).
-    HandleEvent { instance_id: Option<u64>, event_name: String },
+    HandleEvent {
+        instance_id: Option<u64>,
+        event_name: String,
+    },
     /// `data` is `None` when the PDK call returned Lua nil (the key is absent).
-    Step { event_id: u64, data: Option<Value> },
-    StepError { event_id: u64, message: String },
-    GetPluginInfo { name: String },
+    Step {
+        event_id: u64,
+        data: Option<Value>,
+    },
+    StepError {
+        event_id: u64,
+        message: String,
+    },
+    GetPluginInfo {
+        name: String,
+    },
     GetStatus,
-    InstanceStatus { id: u64 },
+    InstanceStatus {
+        id: u64,
+    },
     /// Test-only: move the process clock forward (refused unless `GHASI_TEST_CLOCK=1`).
-    AdvanceClock { seconds: u64 },
+    AdvanceClock {
+        seconds: u64,
+    },
 }
 
 impl Method {
@@ -61,9 +81,9 @@ impl Method {
                     .ok_or_else(|| bad("missing string field Config"))?;
                 Method::StartInstance { name, config }
             }
-            "plugin.CloseInstance" => Method::CloseInstance {
-                id: as_u64(&param).ok_or_else(|| bad("the parameter must be an instance id"))?,
-            },
+            "plugin.CloseInstance" => {
+                Method::CloseInstance { id: as_u64(&param).ok_or_else(|| bad("the parameter must be an instance id"))? }
+            }
             "plugin.HandleEvent" => Method::HandleEvent {
                 instance_id: value::get(&param, "InstanceId").and_then(as_u64),
                 event_name: string_field(&param, "EventName")?,

@@ -92,7 +92,8 @@ pub fn get<'a>(m: &'a Value, key: &str) -> Option<&'a Value> {
 
 /// StartInstance of the test-only script plugin with the given steps (JSON).
 pub fn start_script(conn: &mut Conn, msgid: u64, steps: serde_json::Value) -> u64 {
-    let config = serde_json::json!({"steps": steps, "__seq__": 1, "__key__": "plugins:ghasi-test-script::::", "route_id": "r1"});
+    let config =
+        serde_json::json!({"steps": steps, "__seq__": 1, "__key__": "plugins:ghasi-test-script::::", "route_id": "r1"});
     let res = conn.ok(
         msgid,
         "plugin.StartInstance",

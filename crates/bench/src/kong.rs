@@ -45,7 +45,12 @@ pub fn check(rig: &Path) -> anyhow::Result<()> {
         .filter(|(p, _)| !Path::new(p).exists())
         .map(|(_, what)| *what)
         .collect();
-    anyhow::ensure!(missing.is_empty(), "missing {}: run {}/setup.sh (it apt-installs them)", missing.join(", "), rig.display());
+    anyhow::ensure!(
+        missing.is_empty(),
+        "missing {}: run {}/setup.sh (it apt-installs them)",
+        missing.join(", "),
+        rig.display()
+    );
     Ok(())
 }
 
@@ -157,7 +162,8 @@ impl Session {
 
     fn log_tail(&self) -> String {
         let read = |f: &str| std::fs::read_to_string(self.prefix.join("logs").join(f)).unwrap_or_default();
-        let tail = |s: String| s.lines().rev().take(8).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n");
+        let tail =
+            |s: String| s.lines().rev().take(8).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n");
         format!("error.log:\n{}\nserver:\n{}", tail(read("error.log")), tail(read("pluginserver.log")))
     }
 }
@@ -291,18 +297,19 @@ pub fn run_version(opts: &Options, version: &str, auth: &Auth, jwt_token: &str) 
         config: serde_json::json!({}),
     }];
     // `threads: None` runs the server's default shard count (what ships).
-    let ghasi_spec = |id: String, label: String, plugin: &str, config: serde_json::Value, threads: Option<usize>| ServerSpec {
-        start_cmd: match threads {
-            Some(n) => format!("{ghasi} --socket {} --threads {n}", sock(&id).display()),
-            None => format!("{ghasi} --socket {}", sock(&id).display()),
-        },
-        query_cmd: Some(format!("{ghasi} --dump --plugin {plugin}")),
-        socket: sock(&id),
-        plugin: plugin.into(),
-        id,
-        label,
-        config,
-    };
+    let ghasi_spec =
+        |id: String, label: String, plugin: &str, config: serde_json::Value, threads: Option<usize>| ServerSpec {
+            start_cmd: match threads {
+                Some(n) => format!("{ghasi} --socket {} --threads {n}", sock(&id).display()),
+                None => format!("{ghasi} --socket {}", sock(&id).display()),
+            },
+            query_cmd: Some(format!("{ghasi} --dump --plugin {plugin}")),
+            socket: sock(&id),
+            plugin: plugin.into(),
+            id,
+            label,
+            config,
+        };
     for &n in &opts.shards {
         let label = format!("ghasi, --threads {n}");
         specs.push(ghasi_spec(format!("key{n}"), label, "ghasi-api-key-lookup", auth.api_key_config(), Some(n)));
@@ -325,7 +332,10 @@ pub fn run_version(opts: &Options, version: &str, auth: &Auth, jwt_token: &str) 
             config: serde_json::json!({}),
         });
     } else {
-        eprintln!("kong {version}: no {}: JS server skipped (run the rig's setup.sh with npm installed)", js_server.display());
+        eprintln!(
+            "kong {version}: no {}: JS server skipped (run the rig's setup.sh with npm installed)",
+            js_server.display()
+        );
     }
     let py_dir = dir.path().join("py");
     if python.exists() {
@@ -499,13 +509,20 @@ pub fn report(results: &[CellResult], opts: &Options) -> String {
 
 fn targets(rows: &[&CellResult], conns: usize) -> String {
     let find = |server_prefix: &str, title: &str| {
-        rows.iter().find(|r| r.conns == conns && r.server.starts_with(server_prefix) && r.title == title && r.error.is_none())
+        rows.iter()
+            .find(|r| r.conns == conns && r.server.starts_with(server_prefix) && r.title == title && r.error.is_none())
     };
     let Some(zero) = find("zero-work", "key present (floor)") else { return String::new() };
     let js = find("Kong JS", "minimal key check, key present");
     let mut md = format!("\nTargets at c={conns} (medians of this run; hit cells against the zero-work floor):\n\n");
     md.push_str("| cell | req/s ÷ zero-work (≥ 97 %) | CPU/req ÷ zero-work (≤ 1.05×) | CPU/req ÷ JS (≤ 0.8×) | p99 ÷ zero-work (≤ 1.10×) |\n|---|--:|--:|--:|--:|\n");
-    for r in rows.iter().filter(|r| r.conns == conns && r.server.starts_with("ghasi") && r.rpcs == 4 && r.error.is_none() && !r.title.contains("miss")) {
+    for r in rows.iter().filter(|r| {
+        r.conns == conns
+            && r.server.starts_with("ghasi")
+            && r.rpcs == 4
+            && r.error.is_none()
+            && !r.title.contains("miss")
+    }) {
         let js_ratio = js.map_or("–".to_string(), |j| format!("{:.2}×", r.cpu_us / j.cpu_us));
         md.push_str(&format!(
             "| {} ({}) | {:.0} % | {:.2}× | {} | {:.2}× |\n",

@@ -130,7 +130,6 @@ struct Cli {
     emulator: bool,
 }
 
-
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
     if args.get(1).map(String::as_str) == Some("zero-work-server") {
@@ -166,7 +165,12 @@ fn main() -> anyhow::Result<()> {
     };
 
     let machine = report::Machine::probe(&cli.node, &bench.paths.python_server.with_file_name("python"));
-    let settings = report::Settings { workers: cli.workers, concurrency: cli.concurrency, seconds: cli.seconds, warmup: cli.warmup };
+    let settings = report::Settings {
+        workers: cli.workers,
+        concurrency: cli.concurrency,
+        seconds: cli.seconds,
+        warmup: cli.warmup,
+    };
     let mut md = String::new();
     md.push_str(&report::header(&machine, &settings, &cli.command));
     md.push('\n');
@@ -181,7 +185,10 @@ fn main() -> anyhow::Result<()> {
         md.push_str("\nRevocation push and hot keys (issue 14):\n\n");
         md.push_str(r);
     }
-    let _ = std::fmt::Write::write_fmt(&mut md, format_args!("\nTotal benchmark time: {:.0} s.\n", started.elapsed().as_secs_f64()));
+    let _ = std::fmt::Write::write_fmt(
+        &mut md,
+        format_args!("\nTotal benchmark time: {:.0} s.\n", started.elapsed().as_secs_f64()),
+    );
     println!("\n{md}");
     if let Some(out) = &cli.out {
         std::fs::write(out, &md).with_context(|| format!("writing {}", out.display()))?;
@@ -368,30 +375,112 @@ impl Bench<'_> {
         // Success path (3 PDK calls): floor, ours, the official servers, interleaved.
         let ok = Expect::Admitted;
         self.group(vec![
-            scenario("floor", "no-op floor (script plugin)", Kind::Ghasi, "ghasi-test-script", floor_success_config(), &hit_gen, ok, hit_keys),
-            scenario("api-key-hit", "API key, cache hit", Kind::Ghasi, "ghasi-api-key-lookup", auth.api_key_config(), &hit_gen, ok, hit_keys),
+            scenario(
+                "floor",
+                "no-op floor (script plugin)",
+                Kind::Ghasi,
+                "ghasi-test-script",
+                floor_success_config(),
+                &hit_gen,
+                ok,
+                hit_keys,
+            ),
+            scenario(
+                "api-key-hit",
+                "API key, cache hit",
+                Kind::Ghasi,
+                "ghasi-api-key-lookup",
+                auth.api_key_config(),
+                &hit_gen,
+                ok,
+                hit_keys,
+            ),
             scenario("js", "minimal plugin, key present", Kind::Js, "ghasi-bench-minimal", minimal(), &hit_gen, ok, 0),
-            scenario("python-gevent", "minimal plugin, key present", py_gevent, "ghasi-bench-minimal", minimal(), &hit_gen, ok, 0),
+            scenario(
+                "python-gevent",
+                "minimal plugin, key present",
+                py_gevent,
+                "ghasi-bench-minimal",
+                minimal(),
+                &hit_gen,
+                ok,
+                0,
+            ),
             scenario("python", "minimal plugin, key present", py, "ghasi-bench-minimal", minimal(), &hit_gen, ok, 0),
         ]);
 
         // Denial (2 PDK calls), interleaved.
         let no = Expect::Exit(401);
         self.group(vec![
-            scenario("floor-denied", "no-op floor, denied (script plugin)", Kind::Ghasi, "ghasi-test-script", floor_denied_config(), &none_gen, no, 0),
-            scenario("denied", "API key missing → 401", Kind::Ghasi, "ghasi-api-key-lookup", auth.api_key_config(), &none_gen, no, 0),
-            scenario("js-denied", "minimal plugin, no key → 401", Kind::Js, "ghasi-bench-minimal", minimal(), &none_gen, no, 0),
-            scenario("python-gevent-denied", "minimal plugin, no key → 401", py_gevent, "ghasi-bench-minimal", minimal(), &none_gen, no, 0),
-            scenario("python-denied", "minimal plugin, no key → 401", py, "ghasi-bench-minimal", minimal(), &none_gen, no, 0),
+            scenario(
+                "floor-denied",
+                "no-op floor, denied (script plugin)",
+                Kind::Ghasi,
+                "ghasi-test-script",
+                floor_denied_config(),
+                &none_gen,
+                no,
+                0,
+            ),
+            scenario(
+                "denied",
+                "API key missing → 401",
+                Kind::Ghasi,
+                "ghasi-api-key-lookup",
+                auth.api_key_config(),
+                &none_gen,
+                no,
+                0,
+            ),
+            scenario(
+                "js-denied",
+                "minimal plugin, no key → 401",
+                Kind::Js,
+                "ghasi-bench-minimal",
+                minimal(),
+                &none_gen,
+                no,
+                0,
+            ),
+            scenario(
+                "python-gevent-denied",
+                "minimal plugin, no key → 401",
+                py_gevent,
+                "ghasi-bench-minimal",
+                minimal(),
+                &none_gen,
+                no,
+                0,
+            ),
+            scenario(
+                "python-denied",
+                "minimal plugin, no key → 401",
+                py,
+                "ghasi-bench-minimal",
+                minimal(),
+                &none_gen,
+                no,
+                0,
+            ),
         ]);
 
         // API-key miss: every request a key never seen before, looked up in the fake auth-service.
-        let miss_gen: RequestGen = Arc::new(move |i| (i < miss_keys).then(|| api_key_request(Some(auth::key("miss", i)))));
+        let miss_gen: RequestGen =
+            Arc::new(move |i| (i < miss_keys).then(|| api_key_request(Some(auth::key("miss", i)))));
         let lookups_before = auth.lookups();
         self.group(vec![Scenario {
             max_requests: miss_keys - 20_000,
             count_warmup: true,
-            ..scenario("api-key-miss", "API key, cache miss → fake auth-service", Kind::Ghasi, "ghasi-api-key-lookup", auth.api_key_config(), &miss_gen, ok, 0)
+            ..scenario(
+                "api-key-miss",
+                "API key, cache miss → fake auth-service",
+                Kind::Ghasi,
+                "ghasi-api-key-lookup",
+                auth.api_key_config(),
+                &miss_gen,
+                ok,
+                0,
+            )
         }]);
         if self.wants("api-key-miss") {
             eprintln!("   auth-service lookups during api-key-miss: {}", auth.lookups() - lookups_before);
@@ -544,7 +633,11 @@ impl Bench<'_> {
         };
         std::thread::sleep(Duration::from_millis(300));
         report.idle = server.memory();
-        eprintln!("   idle: VmRSS {:.1} MiB; filling (--api-key-cache-entries {})", report.idle.rss_mib(), report.capacity);
+        eprintln!(
+            "   idle: VmRSS {:.1} MiB; filling (--api-key-cache-entries {})",
+            report.idle.rss_mib(),
+            report.capacity
+        );
         let next = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let fill = LoadSpec {
             plugin: "ghasi-api-key-lookup".into(),
@@ -565,7 +658,8 @@ impl Bench<'_> {
             concurrency: self.cli.concurrency,
         };
         // Filled in steps, with RSS and the cache's size read after each.
-        let mut steps: Vec<u64> = [10_000, 32_768, 65_536, 131_072, 262_144, 524_288].into_iter().filter(|&n| n < keys).collect();
+        let mut steps: Vec<u64> =
+            [10_000, 32_768, 65_536, 131_072, 262_144, 524_288].into_iter().filter(|&n| n < keys).collect();
         steps.push(keys);
         let mut done = 0;
         for step in steps {
@@ -573,7 +667,12 @@ impl Bench<'_> {
             match load::run(&server, &spec) {
                 Ok(r) => {
                     if r.errors > 0 {
-                        eprintln!("   {} errors (first: {:?}); server log:\n{}", r.errors, r.first_error, server.log_tail());
+                        eprintln!(
+                            "   {} errors (first: {:?}); server log:\n{}",
+                            r.errors,
+                            r.first_error,
+                            server.log_tail()
+                        );
                     }
                     done += r.requests;
                     match &mut report.fill {

@@ -41,7 +41,10 @@ fn cpu_of_stat_file(path: &str) -> Option<Cpu> {
     let utime: u64 = fields.nth(11)?.parse().ok()?;
     let stime: u64 = fields.next()?.parse().ok()?;
     let tick = ticks_per_second();
-    Some(Cpu { user: Duration::from_secs_f64(utime as f64 / tick), system: Duration::from_secs_f64(stime as f64 / tick) })
+    Some(Cpu {
+        user: Duration::from_secs_f64(utime as f64 / tick),
+        system: Duration::from_secs_f64(stime as f64 / tick),
+    })
 }
 
 /// CPU time used so far by process `pid` (all its threads).
@@ -57,7 +60,8 @@ pub fn machine_busy() -> Option<Duration> {
     let v: Vec<u64> = line.split_whitespace().skip(1).filter_map(|f| f.parse().ok()).collect();
     // user nice system idle iowait irq softirq steal guest guest_nice; guest time is already
     // counted in user.
-    let busy = v.first()? + v.get(1)? + v.get(2)? + v.get(5).unwrap_or(&0) + v.get(6).unwrap_or(&0) + v.get(7).unwrap_or(&0);
+    let busy =
+        v.first()? + v.get(1)? + v.get(2)? + v.get(5).unwrap_or(&0) + v.get(6).unwrap_or(&0) + v.get(7).unwrap_or(&0);
     Some(Duration::from_secs_f64(busy as f64 / ticks_per_second()))
 }
 

@@ -86,7 +86,9 @@ impl Machine {
         let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
         let model = cpuinfo
             .lines()
-            .find_map(|l| l.strip_prefix("model name").and_then(|r| r.split_once(':')).map(|(_, m)| m.trim().to_string()))
+            .find_map(|l| {
+                l.strip_prefix("model name").and_then(|r| r.split_once(':')).map(|(_, m)| m.trim().to_string())
+            })
             .unwrap_or_else(|| "unknown".into());
         let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
         let mem_kib: f64 = meminfo
@@ -174,10 +176,23 @@ pub fn table(rows: &[Row]) -> String {
             }
             Ok(r) => {
                 let why = r.first_error.clone().unwrap_or_else(|| "no request completed".into());
-                let _ = writeln!(out, "| {} | {} | – | not measured: {} |||||||||| {} |", row.scenario, row.kind.label(), md(&why), r.errors);
+                let _ = writeln!(
+                    out,
+                    "| {} | {} | – | not measured: {} |||||||||| {} |",
+                    row.scenario,
+                    row.kind.label(),
+                    md(&why),
+                    r.errors
+                );
             }
             Err(e) => {
-                let _ = writeln!(out, "| {} | {} | – | not measured: {} ||||||||||  |", row.scenario, row.kind.label(), md(e));
+                let _ = writeln!(
+                    out,
+                    "| {} | {} | – | not measured: {} ||||||||||  |",
+                    row.scenario,
+                    row.kind.label(),
+                    md(e)
+                );
             }
         }
     }
@@ -229,11 +244,24 @@ pub fn targets(rows: &[Row], memory: Option<&MemoryReport>) -> String {
         let Some(o) = res(ours) else { continue };
         let primary = path.starts_with("success");
         let target = |t: &str| if primary { t.to_string() } else { format!("({t})") };
-        let judge = |met: bool| if primary { verdict(met) } else if met { "(would meet)" } else { "(would miss)" };
+        let judge = |met: bool| {
+            if primary {
+                verdict(met)
+            } else if met {
+                "(would meet)"
+            } else {
+                "(would miss)"
+            }
+        };
         if let Some(j) = res(js) {
             let cpu = j.server_us() / o.server_us();
             let tput = o.rps() / j.rps();
-            let _ = writeln!(out, "| {path}: server CPU/req, JS ÷ ours | {cpu:.1}× | {} | {} |", target("≥ 2×"), judge(cpu >= 2.0));
+            let _ = writeln!(
+                out,
+                "| {path}: server CPU/req, JS ÷ ours | {cpu:.1}× | {} | {} |",
+                target("≥ 2×"),
+                judge(cpu >= 2.0)
+            );
             let _ = writeln!(
                 out,
                 "| {path}: req/s, ours ÷ JS{} | {tput:.1}× | {} | {} |",
@@ -254,8 +282,19 @@ pub fn targets(rows: &[Row], memory: Option<&MemoryReport>) -> String {
             let label = find(rows, py).map(|r| r.kind.label()).unwrap_or("Python");
             let cpu = p.server_us() / o.server_us();
             let tput = o.rps() / p.rps();
-            let _ = writeln!(out, "| {path}: server CPU/req, {label} ÷ ours | {cpu:.1}× | {} | {} |", target("≥ 10×"), judge(cpu >= 10.0));
-            let _ = writeln!(out, "| {path}: req/s, ours ÷ {label}{} | {tput:.1}× | {} | {} |", busy_note(ours), target("≥ 10×"), judge(tput >= 10.0));
+            let _ = writeln!(
+                out,
+                "| {path}: server CPU/req, {label} ÷ ours | {cpu:.1}× | {} | {} |",
+                target("≥ 10×"),
+                judge(cpu >= 10.0)
+            );
+            let _ = writeln!(
+                out,
+                "| {path}: req/s, ours ÷ {label}{} | {tput:.1}× | {} | {} |",
+                busy_note(ours),
+                target("≥ 10×"),
+                judge(tput >= 10.0)
+            );
             let kind = find(rows, py).map(|r| r.kind).unwrap_or(Kind::Python { gevent: true });
             let cap = capacity(Kind::Ghasi, o) / capacity(kind, p);
             let _ = writeln!(
@@ -291,7 +330,13 @@ pub fn targets(rows: &[Row], memory: Option<&MemoryReport>) -> String {
                 None => "looked up".to_string(),
             },
             rss,
-            if all_cached { if m.keys >= TARGET_KEYS { verdict(rss < 300.0).to_string() } else { format!("(the target is for {} keys)", group(TARGET_KEYS)) } } else {
+            if all_cached {
+                if m.keys >= TARGET_KEYS {
+                    verdict(rss < 300.0).to_string()
+                } else {
+                    format!("(the target is for {} keys)", group(TARGET_KEYS))
+                }
+            } else {
                 match m.marginal() {
                     Some((per, _, _)) => format!(
                         "**not measurable**: the cache keeps fewer keys; extrapolated {:.0} MiB at {:.0} B/key, which would {}",
@@ -343,7 +388,13 @@ pub fn memory_section(m: &MemoryReport) -> String {
         let _ = writeln!(out, "Fill failed: {}", md(e));
     }
     if let Some((per, e0, e1)) = m.marginal() {
-        let _ = write!(out, "Marginal cost: {:.0} bytes of RSS per cached key (between {} and {} cached)", per, group(e0 as u64), group(e1 as u64));
+        let _ = write!(
+            out,
+            "Marginal cost: {:.0} bytes of RSS per cached key (between {} and {} cached)",
+            per,
+            group(e0 as u64),
+            group(e1 as u64)
+        );
         if m.all_cached() {
             out.push_str(".\n");
         } else {

@@ -203,7 +203,9 @@ async fn scan(keys: usize) -> String {
             consumer_username: None,
             expires_at: None,
         };
-        cache.resolve(digest(format!("scan-{i}").as_bytes()), lifetimes, move || async move { Answer::Valid(info) }).await;
+        cache
+            .resolve(digest(format!("scan-{i}").as_bytes()), lifetimes, move || async move { Answer::Valid(info) })
+            .await;
     }
     eprintln!("   eviction scan: {keys} keys cached in {:.1} s", fill.elapsed().as_secs_f64());
     // A reader hitting the cache in a loop records the longest a hit took during the scans.

@@ -30,7 +30,9 @@ use crate::procfs;
 pub enum Kind {
     Ghasi,
     /// Kong's Python server; `gevent` = its `-g` mode.
-    Python { gevent: bool },
+    Python {
+        gevent: bool,
+    },
     Js,
 }
 
@@ -95,7 +97,12 @@ impl Server {
             }
             Kind::Python { gevent } => {
                 let mut cmd = Command::new(&paths.python_server);
-                cmd.arg("-d").arg(&paths.python_plugins).arg("-p").arg(dir.path()).arg("--socket-name").arg("python.sock");
+                cmd.arg("-d")
+                    .arg(&paths.python_plugins)
+                    .arg("-p")
+                    .arg(dir.path())
+                    .arg("--socket-name")
+                    .arg("python.sock");
                 if gevent {
                     cmd.arg("-g");
                 }

@@ -107,7 +107,12 @@ fn answer(message: &Value, state: &State) -> Option<Value> {
             let data = field(&param, "Data").filter(|d| !d.is_nil());
             let mut events = state.events.lock().expect("events");
             let Some(step) = events.get_mut(&event) else {
-                return Some(Value::Array(vec![1.into(), msgid, format!("no running event {event}").into(), Value::Nil]));
+                return Some(Value::Array(vec![
+                    1.into(),
+                    msgid,
+                    format!("no running event {event}").into(),
+                    Value::Nil,
+                ]));
             };
             *step += 1;
             match *step {

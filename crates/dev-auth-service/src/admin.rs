@@ -59,11 +59,7 @@ pub(crate) async fn set_fault(State(st): State<Arc<Shared>>, body: Bytes) -> Res
     };
     if let FaultWire::Status { status } = req.fault {
         if !(200..=599).contains(&status) {
-            return error(
-                StatusCode::BAD_REQUEST,
-                "bad_request",
-                "status must be 200..=599",
-            );
+            return error(StatusCode::BAD_REQUEST, "bad_request", "status must be 200..=599");
         }
     }
     tracing::info!(target = ?req.target, fault = ?req.fault, "fault switch set");
@@ -97,46 +93,23 @@ struct DownRequest {
 
 /// `POST /_dev/down` with optional `{"for_ms": N}`: the main listener closes (connections are
 /// refused) after this response; with `for_ms` it listens again on the same port after N ms.
-pub(crate) async fn down(
-    State(st): State<Arc<Shared>>,
-    conn: Option<Extension<ConnCtx>>,
-    body: Bytes,
-) -> Response {
+pub(crate) async fn down(State(st): State<Arc<Shared>>, conn: Option<Extension<ConnCtx>>, body: Bytes) -> Response {
     let req: DownRequest = match parse_body(&body) {
         Ok(req) => req,
         Err(bad) => return bad.into_response(),
     };
     let spare = conn.map(|c| c.id);
-    if st
-        .power
-        .send(PowerCmd::Down {
-            spare,
-            for_ms: req.for_ms,
-        })
-        .is_err()
-    {
-        return error(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "unavailable",
-            "listener control is gone",
-        );
+    if st.power.send(PowerCmd::Down { spare, for_ms: req.for_ms }).is_err() {
+        return error(StatusCode::INTERNAL_SERVER_ERROR, "unavailable", "listener control is gone");
     }
-    (
-        StatusCode::ACCEPTED,
-        Json(json!({"down": true, "for_ms": req.for_ms})),
-    )
-        .into_response()
+    (StatusCode::ACCEPTED, Json(json!({"down": true, "for_ms": req.for_ms}))).into_response()
 }
 
 /// `POST /_dev/up`: listen again on the same port (use the `--admin-listen` port to reach this
 /// while the main one is down).
 pub(crate) async fn up(State(st): State<Arc<Shared>>) -> Response {
     if st.power.send(PowerCmd::Up).is_err() {
-        return error(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "unavailable",
-            "listener control is gone",
-        );
+        return error(StatusCode::INTERNAL_SERVER_ERROR, "unavailable", "listener control is gone");
     }
     (StatusCode::ACCEPTED, Json(json!({"up": true}))).into_response()
 }

@@ -83,11 +83,7 @@ pub struct ApiKey {
 
 impl ApiKey {
     /// A plain active key of `account_id` with no user, consumer username or expiry.
-    pub fn new(
-        key: impl Into<String>,
-        key_id: impl Into<String>,
-        account_id: impl Into<String>,
-    ) -> Self {
+    pub fn new(key: impl Into<String>, key_id: impl Into<String>, account_id: impl Into<String>) -> Self {
         ApiKey {
             key: key.into(),
             key_id: key_id.into(),
@@ -175,10 +171,7 @@ impl fmt::Debug for DevConfig {
         f.debug_struct("DevConfig")
             .field("issuer", &self.issuer)
             .field("audience", &self.audience)
-            .field(
-                "service_token",
-                &self.service_token.as_ref().map(|_| "<redacted>"),
-            )
+            .field("service_token", &self.service_token.as_ref().map(|_| "<redacted>"))
             .field("lookup_path", &self.lookup_path)
             .field("token_ttl_secs", &self.token_ttl_secs)
             .field("accounts", &self.accounts)
@@ -191,16 +184,14 @@ impl fmt::Debug for DevConfig {
 impl DevConfig {
     /// Parses and validates a YAML document.
     pub fn from_yaml(text: &str) -> anyhow::Result<Self> {
-        let config: DevConfig =
-            serde_yaml::from_str(text).context("parsing dev auth-service YAML")?;
+        let config: DevConfig = serde_yaml::from_str(text).context("parsing dev auth-service YAML")?;
         config.validate()?;
         Ok(config)
     }
 
     /// Reads, parses and validates a YAML file.
     pub fn load(path: &Path) -> anyhow::Result<Self> {
-        let text =
-            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
         Self::from_yaml(&text).with_context(|| format!("in {}", path.display()))
     }
 
@@ -210,14 +201,8 @@ impl DevConfig {
         if !self.lookup_path.starts_with('/') {
             bail!("lookup_path must start with '/': {:?}", self.lookup_path);
         }
-        if ["/.well-known/", "/dev/", "/_dev/"]
-            .iter()
-            .any(|p| self.lookup_path.starts_with(p))
-        {
-            bail!(
-                "lookup_path {:?} collides with the service's own routes",
-                self.lookup_path
-            );
+        if ["/.well-known/", "/dev/", "/_dev/"].iter().any(|p| self.lookup_path.starts_with(p)) {
+            bail!("lookup_path {:?} collides with the service's own routes", self.lookup_path);
         }
         if self.service_token.as_deref() == Some("") {
             bail!("service_token is empty (omit it to accept lookups without one)");
@@ -242,10 +227,7 @@ impl DevConfig {
         for k in &self.api_keys {
             check_api_key(k, self)?;
             if !keys.insert(k.key.as_str()) {
-                bail!(
-                    "api key {:?}: the same key string is configured twice",
-                    k.key_id
-                );
+                bail!("api key {:?}: the same key string is configured twice", k.key_id);
             }
             if !key_ids.insert(k.key_id.as_str()) {
                 bail!("duplicate key_id {:?}", k.key_id);
@@ -267,12 +249,7 @@ pub(crate) fn check_api_key(k: &ApiKey, config_or_directory: &impl KnowsIds) -> 
         match config_or_directory.user_account(user) {
             None => bail!("api key {:?}: unknown user {:?}", k.key_id, user),
             Some(acc) if acc != k.account_id => {
-                bail!(
-                    "api key {:?}: user {:?} belongs to account {:?}",
-                    k.key_id,
-                    user,
-                    acc
-                )
+                bail!("api key {:?}: user {:?} belongs to account {:?}", k.key_id, user, acc)
             }
             Some(_) => {}
         }
@@ -291,10 +268,7 @@ impl KnowsIds for DevConfig {
         self.accounts.iter().any(|a| a.id == id)
     }
     fn user_account(&self, user_id: &str) -> Option<&str> {
-        self.users
-            .iter()
-            .find(|u| u.id == user_id)
-            .map(|u| u.account_id.as_str())
+        self.users.iter().find(|u| u.id == user_id).map(|u| u.account_id.as_str())
     }
 }
 
@@ -334,10 +308,7 @@ api_keys:
         assert_eq!(c.token_ttl_secs, DEFAULT_TOKEN_TTL_SECS);
         assert_eq!(c.accounts[0].status, AccountStatus::Active);
         assert_eq!(c.accounts[1].status, AccountStatus::Suspended);
-        assert_eq!(
-            c.api_keys[0].expires_at.unwrap().unix_timestamp(),
-            1_893_553_445
-        );
+        assert_eq!(c.api_keys[0].expires_at.unwrap().unix_timestamp(), 1_893_553_445);
         assert!(c.api_keys[1].revoked);
         assert_eq!(DevConfig::from_yaml("{}").unwrap().issuer, DEFAULT_ISSUER);
     }
@@ -346,10 +317,7 @@ api_keys:
     fn debug_never_shows_secrets() {
         let c = DevConfig::from_yaml(YAML).unwrap();
         let shown = format!("{c:?}");
-        assert!(
-            !shown.contains("secret-one") && !shown.contains("secret-two"),
-            "{shown}"
-        );
+        assert!(!shown.contains("secret-one") && !shown.contains("secret-two"), "{shown}");
         assert!(!shown.contains("\"tok\""), "{shown}");
         assert!(shown.contains("k1"));
     }
@@ -357,33 +325,16 @@ api_keys:
     #[test]
     fn rejects_broken_references_and_typos() {
         for (bad, why) in [
-            (
-                YAML.replace("account_id: acc1\n    email", "account_id: nope\n    email"),
-                "user account",
-            ),
+            (YAML.replace("account_id: acc1\n    email", "account_id: nope\n    email"), "user account"),
             (YAML.replace("user_id: u1", "user_id: u9"), "key user"),
             (YAML.replace("key_id: k2", "key_id: k1"), "duplicate key_id"),
             (YAML.replace("secret-two", "secret-one"), "duplicate key"),
-            (
-                YAML.replace("revoked: true", "revokd: true"),
-                "unknown field",
-            ),
-            (
-                YAML.replace("status: suspended", "status: frozen"),
-                "bad status",
-            ),
-            (
-                format!("{YAML}lookup_path: /dev/verify\n"),
-                "route collision",
-            ),
+            (YAML.replace("revoked: true", "revokd: true"), "unknown field"),
+            (YAML.replace("status: suspended", "status: frozen"), "bad status"),
+            (format!("{YAML}lookup_path: /dev/verify\n"), "route collision"),
         ] {
-            let err = DevConfig::from_yaml(&bad)
-                .err()
-                .unwrap_or_else(|| panic!("accepted: {why}"));
-            assert!(
-                !format!("{err:#}").contains("secret-one"),
-                "{why}: error leaks a key"
-            );
+            let err = DevConfig::from_yaml(&bad).err().unwrap_or_else(|| panic!("accepted: {why}"));
+            assert!(!format!("{err:#}").contains("secret-one"), "{why}: error leaks a key");
         }
     }
 

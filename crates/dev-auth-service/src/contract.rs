@@ -39,11 +39,7 @@ impl IntoResponse for BadRequest {
 
 /// Applies the fault of `target`: `None` means "go on and answer normally" (possibly after a
 /// delay), `Some` is the faulty answer. `Refuse` never returns: it tells the connection to drop.
-pub(crate) async fn apply_fault(
-    st: &Shared,
-    target: Target,
-    conn: Option<&ConnCtx>,
-) -> Option<Response> {
+pub(crate) async fn apply_fault(st: &Shared, target: Target, conn: Option<&ConnCtx>) -> Option<Response> {
     match st.faults.get(target) {
         Fault::Normal => None,
         Fault::Slow(delay) => {
@@ -52,19 +48,11 @@ pub(crate) async fn apply_fault(
         }
         Fault::Status(code) => {
             let status = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-            Some(error(
-                status,
-                "injected_fault",
-                "dev auth-service fault switch",
-            ))
+            Some(error(status, "injected_fault", "dev auth-service fault switch"))
         }
-        Fault::Garbage => Some(
-            (
-                [(header::CONTENT_TYPE, "application/json")],
-                "<html>502 this is { not JSON",
-            )
-                .into_response(),
-        ),
+        Fault::Garbage => {
+            Some(([(header::CONTENT_TYPE, "application/json")], "<html>502 this is { not JSON").into_response())
+        }
         Fault::EmptyJwks => Some(match target {
             Target::Jwks => Json(json!({"keys": []})).into_response(),
             _ => Json(json!({})).into_response(),
@@ -76,11 +64,7 @@ pub(crate) async fn apply_fault(
                 std::future::pending::<()>().await;
                 unreachable!("the connection task drops this handler")
             }
-            None => Some(error(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "injected_fault",
-                "refuse",
-            )),
+            None => Some(error(StatusCode::INTERNAL_SERVER_ERROR, "injected_fault", "refuse")),
         },
     }
 }
@@ -113,32 +97,20 @@ pub(crate) async fn lookup(
         return resp;
     }
     if let Some(expected) = &st.service_token {
-        let ok =
-            bearer(&headers).is_some_and(|t| constant_time_eq(t.as_bytes(), expected.as_bytes()));
+        let ok = bearer(&headers).is_some_and(|t| constant_time_eq(t.as_bytes(), expected.as_bytes()));
         if !ok {
             tracing::info!("lookup: 401 missing or wrong service token");
-            return error(
-                StatusCode::UNAUTHORIZED,
-                "unauthorized",
-                "missing or invalid service token",
-            );
+            return error(StatusCode::UNAUTHORIZED, "unauthorized", "missing or invalid service token");
         }
     }
     let req = match serde_json::from_slice::<VerifyRequest>(&body) {
         Ok(req) if !req.api_key.is_empty() => req,
         _ => {
             tracing::info!("lookup: 400 malformed body");
-            return error(
-                StatusCode::BAD_REQUEST,
-                "bad_request",
-                r#"expected {"api_key": "<non-empty string>"}"#,
-            );
+            return error(StatusCode::BAD_REQUEST, "bad_request", r#"expected {"api_key": "<non-empty string>"}"#);
         }
     };
-    let verdict = st
-        .directory
-        .read()
-        .verify(&req.api_key, OffsetDateTime::now_utc());
+    let verdict = st.directory.read().verify(&req.api_key, OffsetDateTime::now_utc());
     // Never log the key itself: only the key_id of a known key.
     match verdict {
         Verdict::Valid(found) => {
@@ -155,11 +127,7 @@ pub(crate) async fn lookup(
         }
         Verdict::Suspended => {
             tracing::info!("lookup: 403 account suspended");
-            error(
-                StatusCode::FORBIDDEN,
-                "account_suspended",
-                "account suspended",
-            )
+            error(StatusCode::FORBIDDEN, "account_suspended", "account suspended")
         }
         Verdict::Expired => {
             tracing::info!("lookup: 403 expired key");
@@ -169,10 +137,7 @@ pub(crate) async fn lookup(
 }
 
 /// `GET /.well-known/jwks.json`.
-pub(crate) async fn jwks(
-    State(st): State<Arc<Shared>>,
-    conn: Option<Extension<ConnCtx>>,
-) -> Response {
+pub(crate) async fn jwks(State(st): State<Arc<Shared>>, conn: Option<Extension<ConnCtx>>) -> Response {
     st.counters.count(Target::Jwks);
     if let Some(resp) = apply_fault(&st, Target::Jwks, conn.as_deref()).await {
         return resp;

@@ -20,9 +20,7 @@ use crate::state::Shared;
 use crate::tokens::{mint, TokenSpec};
 
 /// Parses a JSON body; an empty body is `T::default()`.
-pub(crate) fn parse_body<T: serde::de::DeserializeOwned + Default>(
-    body: &[u8],
-) -> Result<T, BadRequest> {
+pub(crate) fn parse_body<T: serde::de::DeserializeOwned + Default>(body: &[u8]) -> Result<T, BadRequest> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(T::default());
     }
@@ -53,10 +51,7 @@ struct RotateRequest {
 
 impl Default for RotateRequest {
     fn default() -> Self {
-        RotateRequest {
-            alg: Alg::RS256,
-            keep_old: true,
-        }
+        RotateRequest { alg: Alg::RS256, keep_old: true }
     }
 }
 
@@ -81,10 +76,6 @@ pub(crate) async fn rotate(State(st): State<Arc<Shared>>, body: Bytes) -> Respon
             let jwks_kids = st.keys.read().published_kids();
             Json(json!({"kid": kid, "alg": req.alg, "jwks_kids": jwks_kids})).into_response()
         }
-        Err(e) => error(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "keygen_failed",
-            &format!("{e:#}"),
-        ),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, "keygen_failed", &format!("{e:#}")),
     }
 }

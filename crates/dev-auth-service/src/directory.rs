@@ -63,21 +63,9 @@ impl Directory {
     /// Indexes a validated config.
     pub fn from_config(config: &DevConfig) -> Self {
         Directory {
-            accounts: config
-                .accounts
-                .iter()
-                .map(|a| (a.id.clone(), a.clone()))
-                .collect(),
-            users: config
-                .users
-                .iter()
-                .map(|u| (u.id.clone(), u.clone()))
-                .collect(),
-            keys: config
-                .api_keys
-                .iter()
-                .map(|k| (k.key.clone(), k.clone()))
-                .collect(),
+            accounts: config.accounts.iter().map(|a| (a.id.clone(), a.clone())).collect(),
+            users: config.users.iter().map(|u| (u.id.clone(), u.clone())).collect(),
+            keys: config.api_keys.iter().map(|k| (k.key.clone(), k.clone())).collect(),
         }
     }
 
@@ -103,9 +91,7 @@ impl Directory {
             key_id: k.key_id.clone(),
             user_id: k.user_id.clone(),
             consumer_username: k.consumer_username.clone(),
-            expires_at: k
-                .expires_at
-                .map(|t| t.format(&Rfc3339).expect("RFC 3339 formatting")),
+            expires_at: k.expires_at.map(|t| t.format(&Rfc3339).expect("RFC 3339 formatting")),
         })
     }
 
@@ -121,11 +107,7 @@ impl Directory {
 
     /// Adds or replaces a user (its account must exist).
     pub fn upsert_user(&mut self, user: User) -> anyhow::Result<()> {
-        anyhow::ensure!(
-            self.has_account(&user.account_id),
-            "user {:?}: unknown account",
-            user.id
-        );
+        anyhow::ensure!(self.has_account(&user.account_id), "user {:?}: unknown account", user.id);
         self.users.insert(user.id.clone(), user);
         Ok(())
     }
@@ -135,10 +117,7 @@ impl Directory {
     pub fn upsert_api_key(&mut self, key: ApiKey) -> anyhow::Result<()> {
         check_api_key(&key, self)?;
         anyhow::ensure!(
-            !self
-                .keys
-                .values()
-                .any(|k| k.key_id == key.key_id && k.key != key.key),
+            !self.keys.values().any(|k| k.key_id == key.key_id && k.key != key.key),
             "key_id {:?} already belongs to another key",
             key.key_id
         );
@@ -153,10 +132,7 @@ impl Directory {
 
     /// Marks a key revoked (or not). False for an unknown key.
     pub fn set_revoked(&mut self, key: &str, revoked: bool) -> bool {
-        self.keys
-            .get_mut(key)
-            .map(|k| k.revoked = revoked)
-            .is_some()
+        self.keys.get_mut(key).map(|k| k.revoked = revoked).is_some()
     }
 
     /// Forgets a key entirely (lookups then answer 404). False for an unknown key.
@@ -166,10 +142,7 @@ impl Directory {
 
     /// Sets an account's status. False for an unknown account.
     pub fn set_account_status(&mut self, id: &str, status: AccountStatus) -> bool {
-        self.accounts
-            .get_mut(id)
-            .map(|a| a.status = status)
-            .is_some()
+        self.accounts.get_mut(id).map(|a| a.status = status).is_some()
     }
 }
 
@@ -180,35 +153,18 @@ mod tests {
 
     fn dir() -> Directory {
         let mut c = DevConfig::default();
-        c.accounts.push(Account {
-            id: "a".into(),
-            status: AccountStatus::Active,
-        });
-        c.accounts.push(Account {
-            id: "s".into(),
-            status: AccountStatus::Suspended,
-        });
-        c.users.push(User {
-            id: "u".into(),
-            account_id: "a".into(),
-            email: "u@x.test".into(),
-            roles: vec![],
-        });
+        c.accounts.push(Account { id: "a".into(), status: AccountStatus::Active });
+        c.accounts.push(Account { id: "s".into(), status: AccountStatus::Suspended });
+        c.users.push(User { id: "u".into(), account_id: "a".into(), email: "u@x.test".into(), roles: vec![] });
         let mut k = ApiKey::new("k-user", "id-user", "a");
         k.user_id = Some("u".into());
         k.consumer_username = Some("cu".into());
         c.api_keys.push(k);
         c.api_keys.push(ApiKey::new("k-plain", "id-plain", "a"));
-        c.api_keys.push(ApiKey {
-            revoked: true,
-            ..ApiKey::new("k-rev", "id-rev", "a")
-        });
+        c.api_keys.push(ApiKey { revoked: true, ..ApiKey::new("k-rev", "id-rev", "a") });
         c.api_keys.push(ApiKey::new("k-susp", "id-susp", "s"));
         let exp = OffsetDateTime::from_unix_timestamp(2_000_000_000).unwrap();
-        c.api_keys.push(ApiKey {
-            expires_at: Some(exp),
-            ..ApiKey::new("k-exp", "id-exp", "a")
-        });
+        c.api_keys.push(ApiKey { expires_at: Some(exp), ..ApiKey::new("k-exp", "id-exp", "a") });
         c.validate().unwrap();
         Directory::from_config(&c)
     }
@@ -220,30 +176,21 @@ mod tests {
     #[test]
     fn verdicts() {
         let d = dir();
-        let Verdict::Valid(v) = d.verify("k-user", now()) else {
-            panic!()
-        };
+        let Verdict::Valid(v) = d.verify("k-user", now()) else { panic!() };
         assert_eq!(v.account_id, "a");
         assert_eq!(v.key_id, "id-user");
         assert_eq!(v.user_id.as_deref(), Some("u"));
         assert_eq!(v.consumer_username.as_deref(), Some("cu"));
         assert_eq!(v.expires_at, None);
-        let Verdict::Valid(v) = d.verify("k-plain", now()) else {
-            panic!()
-        };
+        let Verdict::Valid(v) = d.verify("k-plain", now()) else { panic!() };
         assert_eq!((v.user_id, v.consumer_username), (None, None));
         assert_eq!(d.verify("nope", now()), Verdict::Unknown);
         assert_eq!(d.verify("", now()), Verdict::Unknown);
         assert_eq!(d.verify("k-rev", now()), Verdict::Revoked);
         assert_eq!(d.verify("k-susp", now()), Verdict::Suspended);
-        let Verdict::Valid(v) = d.verify("k-exp", now()) else {
-            panic!()
-        };
+        let Verdict::Valid(v) = d.verify("k-exp", now()) else { panic!() };
         assert_eq!(v.expires_at.as_deref(), Some("2033-05-18T03:33:20Z"));
-        assert_eq!(
-            d.verify("k-exp", now() + Duration::days(3650)),
-            Verdict::Expired
-        );
+        assert_eq!(d.verify("k-exp", now() + Duration::days(3650)), Verdict::Expired);
     }
 
     #[test]
@@ -256,15 +203,9 @@ mod tests {
         assert!(!d.set_revoked("nope", true));
         assert!(d.remove_api_key("k-plain"));
         assert_eq!(d.verify("k-plain", now()), Verdict::Unknown);
-        d.upsert_api_key(ApiKey::new("k-new", "id-new", "s"))
-            .unwrap();
+        d.upsert_api_key(ApiKey::new("k-new", "id-new", "s")).unwrap();
         assert_eq!(d.verify("k-new", now()), Verdict::Suspended);
-        assert!(d
-            .upsert_api_key(ApiKey::new("k-x", "id-x", "missing"))
-            .is_err());
-        assert!(
-            d.upsert_api_key(ApiKey::new("k-y", "id-new", "a")).is_err(),
-            "key_id reuse"
-        );
+        assert!(d.upsert_api_key(ApiKey::new("k-x", "id-x", "missing")).is_err());
+        assert!(d.upsert_api_key(ApiKey::new("k-y", "id-new", "a")).is_err(), "key_id reuse");
     }
 }

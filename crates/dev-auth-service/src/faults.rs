@@ -85,9 +85,7 @@ impl From<Fault> for FaultWire {
     fn from(f: Fault) -> Self {
         match f {
             Fault::Normal => FaultWire::Normal,
-            Fault::Slow(d) => FaultWire::Slow {
-                ms: d.as_millis() as u64,
-            },
+            Fault::Slow(d) => FaultWire::Slow { ms: d.as_millis() as u64 },
             Fault::Status(status) => FaultWire::Status { status },
             Fault::Garbage => FaultWire::Garbage,
             Fault::EmptyJwks => FaultWire::EmptyJwks,
@@ -176,10 +174,7 @@ mod tests {
     fn wire_form_round_trips() {
         for (json, fault) in [
             (r#"{"fault":"normal"}"#, Fault::Normal),
-            (
-                r#"{"fault":"slow","ms":800}"#,
-                Fault::Slow(Duration::from_millis(800)),
-            ),
+            (r#"{"fault":"slow","ms":800}"#, Fault::Slow(Duration::from_millis(800))),
             (r#"{"fault":"status","status":503}"#, Fault::Status(503)),
             (r#"{"fault":"garbage"}"#, Fault::Garbage),
             (r#"{"fault":"empty_jwks"}"#, Fault::EmptyJwks),
@@ -187,10 +182,7 @@ mod tests {
         ] {
             let wire: FaultWire = serde_json::from_str(json).unwrap();
             assert_eq!(Fault::from(wire), fault);
-            assert_eq!(
-                serde_json::to_string(&FaultWire::from(fault)).unwrap(),
-                json
-            );
+            assert_eq!(serde_json::to_string(&FaultWire::from(fault)).unwrap(), json);
         }
         assert!(serde_json::from_str::<FaultWire>(r#"{"fault":"down"}"#).is_err());
     }

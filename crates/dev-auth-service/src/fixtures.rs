@@ -22,9 +22,7 @@ use std::time::Duration;
 
 use time::OffsetDateTime;
 
-use crate::config::{
-    Account, AccountStatus, ApiKey, DevConfig, User, DEFAULT_ISSUER, DEFAULT_LOOKUP_PATH,
-};
+use crate::config::{Account, AccountStatus, ApiKey, DevConfig, User, DEFAULT_ISSUER, DEFAULT_LOOKUP_PATH};
 
 /// Active account with most of the keys.
 pub const ACCOUNT_ACME: &str = "acc_test_acme";
@@ -109,28 +107,14 @@ impl DevConfig {
             lookup_path: DEFAULT_LOOKUP_PATH.into(),
             token_ttl_secs: TEST_TOKEN_TTL_SECS,
             accounts: vec![
-                Account {
-                    id: ACCOUNT_ACME.into(),
-                    status: AccountStatus::Active,
-                },
-                Account {
-                    id: ACCOUNT_GLOBEX.into(),
-                    status: AccountStatus::Active,
-                },
-                Account {
-                    id: ACCOUNT_SUSPENDED.into(),
-                    status: AccountStatus::Suspended,
-                },
+                Account { id: ACCOUNT_ACME.into(), status: AccountStatus::Active },
+                Account { id: ACCOUNT_GLOBEX.into(), status: AccountStatus::Active },
+                Account { id: ACCOUNT_SUSPENDED.into(), status: AccountStatus::Suspended },
             ],
             users: vec![
                 user(USER_ALICE, ACCOUNT_ACME, EMAIL_ALICE, &["admin", "billing"]),
                 user(USER_BOB, ACCOUNT_ACME, "bob@acme.test", &["viewer"]),
-                user(
-                    USER_CAROL,
-                    ACCOUNT_SUSPENDED,
-                    "carol@suspended.test",
-                    &["admin"],
-                ),
+                user(USER_CAROL, ACCOUNT_SUSPENDED, "carol@suspended.test", &["admin"]),
                 user(USER_DAVE, ACCOUNT_GLOBEX, "dave@globex.test", &[]),
             ],
             api_keys: vec![
@@ -144,20 +128,9 @@ impl DevConfig {
                     expires_at: Some(expiring),
                     ..key(KEY_EXPIRING, KEY_ID_EXPIRING, ACCOUNT_ACME, Some(USER_BOB))
                 },
-                ApiKey {
-                    expires_at: Some(expired),
-                    ..key(KEY_EXPIRED, KEY_ID_EXPIRED, ACCOUNT_ACME, None)
-                },
-                ApiKey {
-                    revoked: true,
-                    ..key(KEY_REVOKED, KEY_ID_REVOKED, ACCOUNT_ACME, Some(USER_ALICE))
-                },
-                key(
-                    KEY_SUSPENDED,
-                    KEY_ID_SUSPENDED,
-                    ACCOUNT_SUSPENDED,
-                    Some(USER_CAROL),
-                ),
+                ApiKey { expires_at: Some(expired), ..key(KEY_EXPIRED, KEY_ID_EXPIRED, ACCOUNT_ACME, None) },
+                ApiKey { revoked: true, ..key(KEY_REVOKED, KEY_ID_REVOKED, ACCOUNT_ACME, Some(USER_ALICE)) },
+                key(KEY_SUSPENDED, KEY_ID_SUSPENDED, ACCOUNT_SUSPENDED, Some(USER_CAROL)),
             ],
         }
     }

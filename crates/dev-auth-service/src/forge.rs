@@ -36,9 +36,7 @@ fn b64_json(v: &Value) -> String {
 fn throwaway(alg: Alg) -> &'static SigningKey {
     static KEYS: [OnceLock<SigningKey>; 3] = [OnceLock::new(), OnceLock::new(), OnceLock::new()];
     let slot = &KEYS[Alg::ALL.iter().position(|a| *a == alg).expect("known alg")];
-    slot.get_or_init(|| {
-        SigningKey::generate_with_kid(alg, format!("throwaway-{alg}")).expect("keygen")
-    })
+    slot.get_or_init(|| SigningKey::generate_with_kid(alg, format!("throwaway-{alg}")).expect("keygen"))
 }
 
 impl Forge {
@@ -79,12 +77,7 @@ impl Forge {
     pub fn hs256_with_secret(&self, spec: &TokenSpec, secret: &[u8], kid: Option<&str>) -> String {
         let mut header = Header::new(jsonwebtoken::Algorithm::HS256);
         header.kid = kid.map(str::to_owned);
-        jsonwebtoken::encode(
-            &header,
-            &self.claims(spec),
-            &EncodingKey::from_secret(secret),
-        )
-        .expect("HS256")
+        jsonwebtoken::encode(&header, &self.claims(spec), &EncodingKey::from_secret(secret)).expect("HS256")
     }
 
     /// Bad signature: the kid of the current published key of the spec's alg (default RS256), but
@@ -92,18 +85,14 @@ impl Forge {
     pub fn wrong_key(&self, spec: &TokenSpec) -> String {
         let alg = spec.alg.unwrap_or_default();
         let kid = self.current(alg).kid().to_owned();
-        throwaway(alg)
-            .sign(Some(&kid), &self.claims(spec))
-            .expect("sign")
+        throwaway(alg).sign(Some(&kid), &self.claims(spec)).expect("sign")
     }
 
     /// A fresh random kid that no JWKS contains, properly signed by a key that is in no JWKS.
     /// Every call gives a new kid (for "flood of forged kids" tests).
     pub fn unknown_kid(&self, spec: &TokenSpec) -> String {
         let alg = spec.alg.unwrap_or_default();
-        throwaway(alg)
-            .sign(Some(&random_kid(alg)), &self.claims(spec))
-            .expect("sign")
+        throwaway(alg).sign(Some(&random_kid(alg)), &self.claims(spec)).expect("sign")
     }
 
     /// Correctly signed by the current key of the spec's alg, but without `kid` in the header.
@@ -128,9 +117,7 @@ impl Forge {
     /// the current ES256 key (a valid ES256 signature, by a published key, under the wrong kid).
     pub fn alg_kid_mismatch(&self, spec: &TokenSpec) -> String {
         let rsa_kid = self.current(Alg::RS256).kid().to_owned();
-        self.current(Alg::ES256)
-            .sign(Some(&rsa_kid), &self.claims(spec))
-            .expect("sign")
+        self.current(Alg::ES256).sign(Some(&rsa_kid), &self.claims(spec)).expect("sign")
     }
 }
 
@@ -147,35 +134,14 @@ pub fn malformed() -> Vec<(&'static str, String)> {
         ("empty_segments", "..".into()),
         ("bad_base64", format!("{header}.{payload}.!!not*base64!!")),
         ("header_bad_base64", format!("%%%.{payload}.{sig}")),
-        (
-            "header_not_json",
-            format!("{}.{payload}.{sig}", b64(b"not json")),
-        ),
-        (
-            "payload_not_json",
-            format!("{header}.{}.{sig}", b64(b"not json")),
-        ),
+        ("header_not_json", format!("{}.{payload}.{sig}", b64(b"not json"))),
+        ("payload_not_json", format!("{header}.{}.{sig}", b64(b"not json"))),
         ("header_is_array", format!("{}.{payload}.{sig}", b64(b"[]"))),
-        (
-            "payload_is_string",
-            format!("{header}.{}.{sig}", b64(b"\"claims\"")),
-        ),
-        (
-            "alg_not_a_string",
-            format!(
-                "{}.{payload}.{sig}",
-                b64_json(&json!({"alg": 256, "kid": "k"}))
-            ),
-        ),
-        (
-            "header_without_alg",
-            format!("{}.{payload}.{sig}", b64_json(&json!({"kid": "k"}))),
-        ),
+        ("payload_is_string", format!("{header}.{}.{sig}", b64(b"\"claims\""))),
+        ("alg_not_a_string", format!("{}.{payload}.{sig}", b64_json(&json!({"alg": 256, "kid": "k"})))),
+        ("header_without_alg", format!("{}.{payload}.{sig}", b64_json(&json!({"kid": "k"})))),
         ("non_ascii", "é.é.é".into()),
-        (
-            "oversized",
-            format!("{header}.{}.{sig}", "A".repeat(64 * 1024)),
-        ),
+        ("oversized", format!("{header}.{}.{sig}", "A".repeat(64 * 1024))),
     ]
 }
 
@@ -193,8 +159,7 @@ mod tests {
         unique.dedup();
         assert_eq!(names, unique);
         for (name, token) in malformed() {
-            let res =
-                jsonwebtoken::decode::<Value>(&token, &dk, &jsonwebtoken::Validation::default());
+            let res = jsonwebtoken::decode::<Value>(&token, &dk, &jsonwebtoken::Validation::default());
             assert!(res.is_err(), "{name} decoded");
         }
     }

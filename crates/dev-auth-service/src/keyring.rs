@@ -26,10 +26,7 @@ pub struct KeyRing {
 impl KeyRing {
     /// A ring with one fresh, published, current key per algorithm. Blocking (RSA keygen).
     pub fn generate() -> anyhow::Result<Self> {
-        let mut ring = KeyRing {
-            entries: Vec::new(),
-            current: HashMap::new(),
-        };
+        let mut ring = KeyRing { entries: Vec::new(), current: HashMap::new() };
         for alg in Alg::ALL {
             ring.install(SigningKey::generate(alg)?, true);
         }
@@ -43,36 +40,22 @@ impl KeyRing {
 
     /// Any key this ring has ever held, published or not.
     pub fn get(&self, kid: &str) -> Option<Arc<SigningKey>> {
-        self.entries
-            .iter()
-            .find(|e| e.key.kid() == kid)
-            .map(|e| e.key.clone())
+        self.entries.iter().find(|e| e.key.kid() == kid).map(|e| e.key.clone())
     }
 
     /// Whether `kid` is in the served JWKS.
     pub fn is_published(&self, kid: &str) -> bool {
-        self.entries
-            .iter()
-            .any(|e| e.published && e.key.kid() == kid)
+        self.entries.iter().any(|e| e.published && e.key.kid() == kid)
     }
 
     /// Kids of the served JWKS, in JWKS order.
     pub fn published_kids(&self) -> Vec<String> {
-        self.entries
-            .iter()
-            .filter(|e| e.published)
-            .map(|e| e.key.kid().to_owned())
-            .collect()
+        self.entries.iter().filter(|e| e.published).map(|e| e.key.kid().to_owned()).collect()
     }
 
     /// The JWKS document: `{"keys": [...]}` with every published key.
     pub fn jwks(&self) -> Value {
-        let keys: Vec<Value> = self
-            .entries
-            .iter()
-            .filter(|e| e.published)
-            .map(|e| e.key.jwk().clone())
-            .collect();
+        let keys: Vec<Value> = self.entries.iter().filter(|e| e.published).map(|e| e.key.jwk().clone()).collect();
         json!({ "keys": keys })
     }
 
@@ -123,9 +106,7 @@ mod tests {
         for alg in Alg::ALL {
             let cur = ring.current(alg);
             assert!(ring.is_published(cur.kid()));
-            assert!(keys
-                .iter()
-                .any(|k| k["kid"] == cur.kid() && k["alg"] == alg.as_str()));
+            assert!(keys.iter().any(|k| k["kid"] == cur.kid() && k["alg"] == alg.as_str()));
         }
     }
 
@@ -137,19 +118,10 @@ mod tests {
         assert_eq!(ring.current(Alg::ES256).kid(), second);
         assert!(ring.is_published(&first) && ring.is_published(&second));
         let third = ring.rotate(SigningKey::generate(Alg::ES256).unwrap(), false);
-        assert!(
-            !ring.is_published(&second),
-            "old key must leave the JWKS without keep_old"
-        );
-        assert!(
-            ring.is_published(&first),
-            "only the previous current key leaves"
-        );
+        assert!(!ring.is_published(&second), "old key must leave the JWKS without keep_old");
+        assert!(ring.is_published(&first), "only the previous current key leaves");
         assert!(ring.is_published(&third));
-        assert!(
-            ring.get(&second).is_some(),
-            "rotated-out keys stay usable for forging"
-        );
+        assert!(ring.get(&second).is_some(), "rotated-out keys stay usable for forging");
         assert_eq!(ring.published_kids().len(), 4);
         // Other algorithms are untouched.
         assert!(ring.is_published(ring.current(Alg::RS256).kid()));

@@ -93,10 +93,7 @@ pub struct SigningKey {
 impl fmt::Debug for SigningKey {
     // Never prints private material.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SigningKey")
-            .field("kid", &self.kid)
-            .field("alg", &self.alg)
-            .finish()
+        f.debug_struct("SigningKey").field("kid", &self.kid).field("alg", &self.alg).finish()
     }
 }
 
@@ -162,13 +159,10 @@ fn rsa_key(kid: String) -> anyhow::Result<SigningKey> {
     use rsa::pkcs8::{EncodePublicKey, LineEnding};
     use rsa::traits::PublicKeyParts;
 
-    let private =
-        rsa::RsaPrivateKey::new(&mut rand::rngs::OsRng, RSA_BITS).context("RSA keygen")?;
+    let private = rsa::RsaPrivateKey::new(&mut rand::rngs::OsRng, RSA_BITS).context("RSA keygen")?;
     let der = private.to_pkcs1_der().context("RSA key to PKCS#1")?;
     let public = private.to_public_key();
-    let pem = public
-        .to_public_key_pem(LineEnding::LF)
-        .context("RSA public key to PEM")?;
+    let pem = public.to_public_key_pem(LineEnding::LF).context("RSA public key to PEM")?;
     let jwk = json!({
         "kty": "RSA", "kid": kid, "alg": "RS256", "use": "sig",
         "n": b64(&public.n().to_bytes_be()),
@@ -186,47 +180,29 @@ fn rsa_key(kid: String) -> anyhow::Result<SigningKey> {
 fn ec_key(kid: String) -> anyhow::Result<SigningKey> {
     use ring::signature::{EcdsaKeyPair, KeyPair, ECDSA_P256_SHA256_FIXED_SIGNING as P256};
     let rng = ring::rand::SystemRandom::new();
-    let pkcs8 =
-        EcdsaKeyPair::generate_pkcs8(&P256, &rng).map_err(|e| anyhow!("P-256 keygen: {e}"))?;
-    let pair = EcdsaKeyPair::from_pkcs8(&P256, pkcs8.as_ref(), &rng)
-        .map_err(|e| anyhow!("P-256 key: {e}"))?;
+    let pkcs8 = EcdsaKeyPair::generate_pkcs8(&P256, &rng).map_err(|e| anyhow!("P-256 keygen: {e}"))?;
+    let pair = EcdsaKeyPair::from_pkcs8(&P256, pkcs8.as_ref(), &rng).map_err(|e| anyhow!("P-256 key: {e}"))?;
     // Uncompressed SEC1 point: 0x04 || x (32 bytes) || y (32 bytes).
     let point = pair.public_key().as_ref();
-    anyhow::ensure!(
-        point.len() == 65 && point[0] == 4,
-        "unexpected P-256 public key encoding"
-    );
+    anyhow::ensure!(point.len() == 65 && point[0] == 4, "unexpected P-256 public key encoding");
     let jwk = json!({
         "kty": "EC", "kid": kid, "alg": "ES256", "use": "sig", "crv": "P-256",
         "x": b64(&point[1..33]),
         "y": b64(&point[33..65]),
     });
-    Ok(SigningKey {
-        kid,
-        alg: Alg::ES256,
-        encoding: EncodingKey::from_ec_der(pkcs8.as_ref()),
-        jwk,
-        public_pem: None,
-    })
+    Ok(SigningKey { kid, alg: Alg::ES256, encoding: EncodingKey::from_ec_der(pkcs8.as_ref()), jwk, public_pem: None })
 }
 
 fn ed_key(kid: String) -> anyhow::Result<SigningKey> {
     use ring::signature::{Ed25519KeyPair, KeyPair};
     let rng = ring::rand::SystemRandom::new();
     let pkcs8 = Ed25519KeyPair::generate_pkcs8(&rng).map_err(|e| anyhow!("Ed25519 keygen: {e}"))?;
-    let pair =
-        Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).map_err(|e| anyhow!("Ed25519 key: {e}"))?;
+    let pair = Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).map_err(|e| anyhow!("Ed25519 key: {e}"))?;
     let jwk = json!({
         "kty": "OKP", "kid": kid, "alg": "EdDSA", "use": "sig", "crv": "Ed25519",
         "x": b64(pair.public_key().as_ref()),
     });
-    Ok(SigningKey {
-        kid,
-        alg: Alg::EdDSA,
-        encoding: EncodingKey::from_ed_der(pkcs8.as_ref()),
-        jwk,
-        public_pem: None,
-    })
+    Ok(SigningKey { kid, alg: Alg::EdDSA, encoding: EncodingKey::from_ed_der(pkcs8.as_ref()), jwk, public_pem: None })
 }
 
 #[cfg(test)]
@@ -242,20 +218,11 @@ mod tests {
             assert_eq!(key.jwk()["alg"], alg.as_str());
             assert_eq!(key.jwk()["use"], "sig");
             assert_eq!(key.jwk()["kid"], key.kid());
-            let token = key
-                .sign(
-                    Some(key.kid()),
-                    &json!({"sub": "x", "exp": 4_000_000_000u64}),
-                )
-                .unwrap();
+            let token = key.sign(Some(key.kid()), &json!({"sub": "x", "exp": 4_000_000_000u64})).unwrap();
             let jwk: Jwk = serde_json::from_value(key.jwk().clone()).unwrap();
             let decoding = DecodingKey::from_jwk(&jwk).unwrap();
-            let data = jsonwebtoken::decode::<Value>(
-                &token,
-                &decoding,
-                &Validation::new(alg.jwt_algorithm()),
-            )
-            .unwrap_or_else(|e| panic!("{alg}: {e}"));
+            let data = jsonwebtoken::decode::<Value>(&token, &decoding, &Validation::new(alg.jwt_algorithm()))
+                .unwrap_or_else(|e| panic!("{alg}: {e}"));
             assert_eq!(data.claims["sub"], "x");
             assert_eq!(data.header.kid.as_deref(), Some(key.kid()));
         }
@@ -265,9 +232,7 @@ mod tests {
     fn another_key_of_the_same_alg_does_not_verify() {
         let a = SigningKey::generate(Alg::ES256).unwrap();
         let b = SigningKey::generate(Alg::ES256).unwrap();
-        let token = a
-            .sign(Some(b.kid()), &json!({"exp": 4_000_000_000u64}))
-            .unwrap();
+        let token = a.sign(Some(b.kid()), &json!({"exp": 4_000_000_000u64})).unwrap();
         let jwk: Jwk = serde_json::from_value(b.jwk().clone()).unwrap();
         let res = jsonwebtoken::decode::<Value>(
             &token,

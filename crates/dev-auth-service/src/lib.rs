@@ -29,8 +29,7 @@ mod state;
 mod tokens;
 
 pub use config::{
-    Account, AccountStatus, ApiKey, DevConfig, User, DEFAULT_ISSUER, DEFAULT_LOOKUP_PATH,
-    DEFAULT_TOKEN_TTL_SECS,
+    Account, AccountStatus, ApiKey, DevConfig, User, DEFAULT_ISSUER, DEFAULT_LOOKUP_PATH, DEFAULT_TOKEN_TTL_SECS,
 };
 pub use directory::{Verdict, VerifiedKey};
 pub use faults::{Fault, FaultWire, Target};

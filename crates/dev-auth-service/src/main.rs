@@ -40,8 +40,8 @@ async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("SIGTERM handler");
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
         tokio::select! {
             _ = ctrl_c => {}
             _ = term.recv() => {}
@@ -57,10 +57,7 @@ async fn main() -> anyhow::Result<()> {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     if cli.log_json {
-        tracing_subscriber::fmt()
-            .with_env_filter(filter)
-            .json()
-            .init();
+        tracing_subscriber::fmt().with_env_filter(filter).json().init();
     } else {
         // Colour only on a terminal: logs redirected to a file stay plain text.
         let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
@@ -70,9 +67,7 @@ async fn main() -> anyhow::Result<()> {
     let config = match &cli.config {
         Some(path) => DevConfig::load(path)?,
         None => {
-            tracing::warn!(
-                "no --config: serving the built-in test data set (DevConfig::for_tests)"
-            );
+            tracing::warn!("no --config: serving the built-in test data set (DevConfig::for_tests)");
             DevConfig::for_tests()
         }
     };
@@ -95,9 +90,7 @@ async fn main() -> anyhow::Result<()> {
     println!("  jwks:   {}", svc.jwks_url());
     println!("  tokens: POST {}/dev/tokens", svc.url());
     if let Some(addr) = cli.admin_listen {
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
-            .with_context(|| format!("binding {addr}"))?;
+        let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))?;
         println!("  admin:  http://{}/_dev/state", listener.local_addr()?);
         let router = svc.control_router();
         tokio::spawn(async move {

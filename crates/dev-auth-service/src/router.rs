@@ -68,8 +68,5 @@ pub(crate) fn main_router(st: Arc<Shared>) -> Router {
 
 /// The dev and control routes only.
 pub(crate) fn control_router(st: Arc<Shared>) -> Router {
-    control_routes()
-        .fallback(not_found)
-        .layer(middleware::from_fn(log_requests))
-        .with_state(st)
+    control_routes().fallback(not_found).layer(middleware::from_fn(log_requests)).with_state(st)
 }

@@ -66,11 +66,7 @@ struct Core {
 }
 
 fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
-    let socket = if addr.is_ipv4() {
-        TcpSocket::new_v4()?
-    } else {
-        TcpSocket::new_v6()?
-    };
+    let socket = if addr.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
     // Re-binding the same port after down() must not wait for TIME_WAIT connections.
     socket.set_reuseaddr(true)?;
     socket.bind(addr)?;
@@ -79,16 +75,12 @@ fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
 
 async fn serve_conn(stream: TcpStream, router: Router, id: u64, mut power: watch::Receiver<Power>) {
     let kill = Arc::new(Notify::new());
-    let ctx = ConnCtx {
-        id,
-        kill: kill.clone(),
-    };
+    let ctx = ConnCtx { id, kill: kill.clone() };
     let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
         req.extensions_mut().insert(ctx.clone());
         router.clone().oneshot(req)
     });
-    let conn =
-        hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service);
+    let conn = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service);
     tokio::pin!(conn);
     let mut draining = false;
     loop {
@@ -139,12 +131,7 @@ async fn accept_loop(
 impl Core {
     fn spawn(&self, listener: TcpListener) -> Running {
         let (power, rx) = watch::channel(Power::On);
-        let accept = tokio::spawn(accept_loop(
-            listener,
-            self.router.clone(),
-            self.next_conn.clone(),
-            rx,
-        ));
+        let accept = tokio::spawn(accept_loop(listener, self.router.clone(), self.next_conn.clone(), rx));
         Running { accept, power }
     }
 
@@ -162,10 +149,7 @@ impl Core {
             return;
         };
         r.power.send_replace(Power::Off { spare });
-        if tokio::time::timeout(Duration::from_secs(5), &mut r.accept)
-            .await
-            .is_err()
-        {
+        if tokio::time::timeout(Duration::from_secs(5), &mut r.accept).await.is_err() {
             r.accept.abort();
         }
         tracing::info!(addr = %self.addr, "down: port closed");
@@ -245,11 +229,7 @@ impl DevAuthService {
         });
         *core.running.lock().await = Some(core.spawn(listener));
         let power_task = tokio::spawn(power_task(Arc::downgrade(&core), rx));
-        Ok(DevAuthService {
-            shared,
-            core,
-            power_task,
-        })
+        Ok(DevAuthService { shared, core, power_task })
     }
 
     /// The bound address.
@@ -320,10 +300,7 @@ impl DevAuthService {
     /// process took it meanwhile); see [`DevAuthService::try_up`].
     pub async fn up(&self) {
         if let Err(e) = self.try_up().await {
-            panic!(
-                "dev auth-service: cannot listen again on {}: {e}",
-                self.core.addr
-            );
+            panic!("dev auth-service: cannot listen again on {}: {e}", self.core.addr);
         }
     }
 
@@ -357,9 +334,7 @@ impl DevAuthService {
     /// A new key of `alg` becomes current; the previous current key of `alg` stays in the JWKS
     /// when `keep_old`. Returns the new kid.
     pub async fn rotate(&self, alg: Alg, keep_old: bool) -> String {
-        crate::dev_api::rotate_keys(&self.shared, alg, keep_old)
-            .await
-            .expect("key generation")
+        crate::dev_api::rotate_keys(&self.shared, alg, keep_old).await.expect("key generation")
     }
 
     /// Kid of the current key of `alg`.
@@ -385,12 +360,7 @@ impl DevAuthService {
     /// The SPKI PEM of an RSA key this service holds (what an algorithm-confusion attacker
     /// would use as an HMAC secret); `None` for other key types or unknown kids.
     pub fn public_key_pem(&self, kid: &str) -> Option<String> {
-        self.shared
-            .keys
-            .read()
-            .get(kid)?
-            .public_key_pem()
-            .map(str::to_owned)
+        self.shared.keys.read().get(kid)?.public_key_pem().map(str::to_owned)
     }
 
     /// Adds a known key to, or removes it from, the JWKS without changing the current keys.
@@ -405,9 +375,7 @@ impl DevAuthService {
 
     /// Mints a token; panics on an invalid spec (unknown user, kid/alg mismatch).
     pub fn mint(&self, spec: &TokenSpec) -> String {
-        self.try_mint(spec)
-            .unwrap_or_else(|e| panic!("dev auth-service mint: {e:#}"))
-            .token
+        self.try_mint(spec).unwrap_or_else(|e| panic!("dev auth-service mint: {e:#}")).token
     }
 
     /// Mints a token, returning it with its kid, alg and claims.
@@ -431,10 +399,7 @@ impl DevAuthService {
     /// (see the module `revocations`). Call once, inside a tokio runtime.
     pub fn publish_revocations(&self, redis_url: &str, channel: &str) -> anyhow::Result<()> {
         let publisher = crate::revocations::Publisher::start(redis_url, channel)?;
-        self.shared
-            .revocations
-            .set(publisher)
-            .map_err(|_| anyhow::anyhow!("revocation push is already on"))
+        self.shared.revocations.set(publisher).map_err(|_| anyhow::anyhow!("revocation push is already on"))
     }
 
     /// Revokes a key (lookups answer 403) and publishes the revocation. False for an unknown
@@ -475,11 +440,7 @@ impl DevAuthService {
 
     /// Suspends or reactivates an account. False for an unknown account.
     pub fn set_account_status(&self, account_id: &str, status: AccountStatus) -> bool {
-        let changed = self
-            .shared
-            .directory
-            .write()
-            .set_account_status(account_id, status);
+        let changed = self.shared.directory.write().set_account_status(account_id, status);
         if changed && status == AccountStatus::Suspended {
             drop(self.shared.revoked(crate::revocations::account(account_id)));
         }

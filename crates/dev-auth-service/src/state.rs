@@ -21,10 +21,7 @@ use crate::revocations::Publisher;
 pub(crate) enum PowerCmd {
     /// Stop listening and close connections; `spare` is a connection allowed to finish its
     /// response (the one that asked); `for_ms` brings the listener back after that long.
-    Down {
-        spare: Option<u64>,
-        for_ms: Option<u64>,
-    },
+    Down { spare: Option<u64>, for_ms: Option<u64> },
     /// Listen again on the same address.
     Up,
 }

@@ -46,10 +46,7 @@ pub struct TokenSpec {
 impl TokenSpec {
     /// A normal token for `user_id`.
     pub fn for_user(user_id: impl Into<String>) -> Self {
-        TokenSpec {
-            user_id: Some(user_id.into()),
-            ..Default::default()
-        }
+        TokenSpec { user_id: Some(user_id.into()), ..Default::default() }
     }
 
     /// Signs with `alg`.
@@ -118,10 +115,7 @@ pub struct Minted {
 }
 
 pub(crate) fn unix_now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("clock after 1970")
-        .as_secs() as i64
+    SystemTime::now().duration_since(UNIX_EPOCH).expect("clock after 1970").as_secs() as i64
 }
 
 /// 128 random bits, hex.
@@ -139,9 +133,7 @@ pub(crate) fn build_claims(state: &Shared, spec: &TokenSpec) -> anyhow::Result<V
     }
     if let Some(uid) = &spec.user_id {
         let dir = state.directory.read();
-        let user = dir
-            .user(uid)
-            .ok_or_else(|| anyhow!("unknown user_id {uid:?}"))?;
+        let user = dir.user(uid).ok_or_else(|| anyhow!("unknown user_id {uid:?}"))?;
         c.insert("sub".into(), user.id.clone().into());
         c.insert("account_id".into(), user.account_id.clone().into());
         c.insert("email".into(), user.email.clone().into());
@@ -172,10 +164,7 @@ pub(crate) fn select_key(
         Some(kid) => match keys.get(kid) {
             Some(key) => {
                 if let Some(alg) = spec.alg.filter(|a| *a != key.alg()) {
-                    bail!(
-                        "kid {kid:?} is a {} key, not {alg} (use forge for mismatches)",
-                        key.alg()
-                    );
+                    bail!("kid {kid:?} is a {} key, not {alg} (use forge for mismatches)", key.alg());
                 }
                 (key, kid.clone())
             }
@@ -195,12 +184,7 @@ pub(crate) fn mint(state: &Shared, spec: &TokenSpec) -> anyhow::Result<Minted> {
     let claims = build_claims(state, spec)?;
     let (key, kid) = select_key(state, spec)?;
     let token = key.sign(kid.as_deref(), &claims)?;
-    Ok(Minted {
-        token,
-        kid,
-        alg: key.alg(),
-        claims,
-    })
+    Ok(Minted { token, kid, alg: key.alg(), claims })
 }
 
 #[cfg(test)]
@@ -218,12 +202,7 @@ mod tests {
     }
 
     fn part(token: &str, i: usize) -> Value {
-        serde_json::from_slice(
-            &URL_SAFE_NO_PAD
-                .decode(token.split('.').nth(i).unwrap())
-                .unwrap(),
-        )
-        .unwrap()
+        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(token.split('.').nth(i).unwrap()).unwrap()).unwrap()
     }
 
     #[test]
@@ -236,10 +215,7 @@ mod tests {
         assert_eq!(c["account_id"], ACCOUNT_ACME);
         assert_eq!(c["email"], EMAIL_ALICE);
         assert_eq!(c["roles"], serde_json::json!(["admin", "billing"]));
-        assert_eq!(
-            c["exp"].as_i64().unwrap() - c["iat"].as_i64().unwrap(),
-            TEST_TOKEN_TTL_SECS
-        );
+        assert_eq!(c["exp"].as_i64().unwrap() - c["iat"].as_i64().unwrap(), TEST_TOKEN_TTL_SECS);
         assert_eq!(c["nbf"], c["iat"]);
         assert_eq!(c["jti"].as_str().unwrap().len(), 32);
         assert!(c.get("aud").is_none());
@@ -279,11 +255,7 @@ mod tests {
         let es_kid = st.keys.read().current(Alg::ES256).kid().to_owned();
         let by_kid = mint(&st, &TokenSpec::for_user(USER_ALICE).kid(es_kid.clone())).unwrap();
         assert_eq!(by_kid.alg, Alg::ES256, "a known kid selects its key");
-        assert!(mint(
-            &st,
-            &TokenSpec::for_user(USER_ALICE).kid(es_kid).alg(Alg::RS256)
-        )
-        .is_err());
+        assert!(mint(&st, &TokenSpec::for_user(USER_ALICE).kid(es_kid).alg(Alg::RS256)).is_err());
         assert!(mint(&st, &TokenSpec::for_user("usr_nobody")).is_err());
     }
 

@@ -46,14 +46,7 @@ impl Running {
 fn spawn() -> Running {
     let config = concat!(env!("CARGO_MANIFEST_DIR"), "/../../dev/auth-service.yaml");
     let mut child = Command::new(env!("CARGO_BIN_EXE_dev-auth-service"))
-        .args([
-            "--listen",
-            "127.0.0.1:0",
-            "--admin-listen",
-            "127.0.0.1:0",
-            "--config",
-            config,
-        ])
+        .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--config", config])
         .env("RUST_LOG", "debug")
         .env("NO_COLOR", "1")
         .stdout(Stdio::piped())
@@ -64,10 +57,7 @@ fn spawn() -> Running {
     let (tx, lines) = mpsc::unbounded_channel();
     let out = child.stdout.take().unwrap();
     let err = child.stderr.take().unwrap();
-    for reader in [
-        Box::new(out) as Box<dyn tokio::io::AsyncRead + Unpin + Send>,
-        Box::new(err),
-    ] {
+    for reader in [Box::new(out) as Box<dyn tokio::io::AsyncRead + Unpin + Send>, Box::new(err)] {
         let tx = tx.clone();
         tokio::spawn(async move {
             let mut lines = BufReader::new(reader).lines();
@@ -76,11 +66,7 @@ fn spawn() -> Running {
             }
         });
     }
-    Running {
-        _child: child,
-        lines,
-        seen: Vec::new(),
-    }
+    Running { _child: child, lines, seen: Vec::new() }
 }
 
 #[tokio::test]
@@ -108,44 +94,13 @@ async fn binary_serves_the_shipped_config_and_logs_no_secrets() {
     let body: Value = resp.json().await.unwrap();
     assert_eq!(body["account_id"], "acc_dev_acme");
     assert_eq!(body["consumer_username"], "acme-alice");
-    assert_eq!(
-        lookup(REVOKED_KEY, Some(SERVICE_TOKEN))
-            .await
-            .unwrap()
-            .status(),
-        403
-    );
-    assert_eq!(
-        lookup("dev_key_frozen_DO_NOT_USE_IN_PROD", Some(SERVICE_TOKEN))
-            .await
-            .unwrap()
-            .status(),
-        403
-    );
-    assert_eq!(
-        lookup("dev_key_expired_DO_NOT_USE_IN_PROD", Some(SERVICE_TOKEN))
-            .await
-            .unwrap()
-            .status(),
-        403
-    );
-    assert_eq!(
-        lookup("no-such-key", Some(SERVICE_TOKEN))
-            .await
-            .unwrap()
-            .status(),
-        404
-    );
+    assert_eq!(lookup(REVOKED_KEY, Some(SERVICE_TOKEN)).await.unwrap().status(), 403);
+    assert_eq!(lookup("dev_key_frozen_DO_NOT_USE_IN_PROD", Some(SERVICE_TOKEN)).await.unwrap().status(), 403);
+    assert_eq!(lookup("dev_key_expired_DO_NOT_USE_IN_PROD", Some(SERVICE_TOKEN)).await.unwrap().status(), 403);
+    assert_eq!(lookup("no-such-key", Some(SERVICE_TOKEN)).await.unwrap().status(), 404);
     assert_eq!(lookup(ALICE_KEY, None).await.unwrap().status(), 401);
 
-    let jwks: Value = http
-        .get(&jwks_url)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let jwks: Value = http.get(&jwks_url).send().await.unwrap().json().await.unwrap();
     assert_eq!(jwks["keys"].as_array().unwrap().len(), 3);
     let minted: Value = http
         .post(format!("{url}/dev/tokens"))
@@ -175,14 +130,7 @@ async fn binary_serves_the_shipped_config_and_logs_no_secrets() {
         }
     }
     assert!(refused, "main port still accepting after /_dev/down");
-    assert_eq!(
-        http.post(format!("{admin}/_dev/up"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        202
-    );
+    assert_eq!(http.post(format!("{admin}/_dev/up")).send().await.unwrap().status(), 202);
     let mut back = false;
     for _ in 0..100 {
         if fresh_get().await.is_ok_and(|r| r.status() == 200) {
@@ -194,10 +142,7 @@ async fn binary_serves_the_shipped_config_and_logs_no_secrets() {
     assert!(back, "main port not back after /_dev/up on the admin port");
 
     let output = bin.output().await;
-    assert!(
-        output.contains("key_dev_alice"),
-        "lookups log the key_id:\n{output}"
-    );
+    assert!(output.contains("key_dev_alice"), "lookups log the key_id:\n{output}");
     for secret in [ALICE_KEY, REVOKED_KEY, SERVICE_TOKEN, token.as_str()] {
         assert!(!output.contains(secret), "output leaks {secret}:\n{output}");
     }
@@ -206,11 +151,8 @@ async fn binary_serves_the_shipped_config_and_logs_no_secrets() {
 #[tokio::test]
 async fn binary_rejects_a_broken_config() {
     let dir = std::env::temp_dir().join(format!("dev-auth-bad-{}", std::process::id()));
-    std::fs::write(
-        &dir,
-        "accounts:\n  - id: a\napi_keys:\n  - key: k\n    key_id: k1\n    account_id: missing\n",
-    )
-    .unwrap();
+    std::fs::write(&dir, "accounts:\n  - id: a\napi_keys:\n  - key: k\n    key_id: k1\n    account_id: missing\n")
+        .unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_dev-auth-service"))
         .args(["--listen", "127.0.0.1:0", "--config"])
         .arg(&dir)

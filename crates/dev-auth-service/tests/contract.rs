@@ -32,11 +32,7 @@ async fn key_without_user_has_explicit_nulls() {
     assert_eq!(obj.len(), 5, "{body}");
     assert_eq!(body["key_id"], KEY_ID_SERVICE);
     assert_eq!(body["account_id"], ACCOUNT_ACME);
-    assert!(
-        obj["user_id"].is_null()
-            && obj["consumer_username"].is_null()
-            && obj["expires_at"].is_null()
-    );
+    assert!(obj["user_id"].is_null() && obj["consumer_username"].is_null() && obj["expires_at"].is_null());
 }
 
 #[tokio::test]
@@ -44,13 +40,9 @@ async fn expiring_key_reports_rfc3339_expiry_then_expires() {
     let svc = service().await;
     let body: Value = lookup(&svc, KEY_EXPIRING).await.json().await.unwrap();
     let exp = body["expires_at"].as_str().unwrap();
-    let exp =
-        time::OffsetDateTime::parse(exp, &time::format_description::well_known::Rfc3339).unwrap();
+    let exp = time::OffsetDateTime::parse(exp, &time::format_description::well_known::Rfc3339).unwrap();
     let left = exp - time::OffsetDateTime::now_utc();
-    assert!(
-        left > time::Duration::seconds(1) && left <= time::Duration::seconds(5),
-        "{left}"
-    );
+    assert!(left > time::Duration::seconds(1) && left <= time::Duration::seconds(5), "{left}");
     tokio::time::sleep((left + time::Duration::milliseconds(100)).unsigned_abs()).await;
     assert_eq!(lookup(&svc, KEY_EXPIRING).await.status(), 403);
 }
@@ -78,20 +70,9 @@ async fn invalid_keys_answer_404_or_403() {
 async fn service_token_is_required_when_configured() {
     let svc = service().await;
     let body = json!({ "api_key": KEY_ALICE });
-    let no_token = client()
-        .post(svc.lookup_url())
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
+    let no_token = client().post(svc.lookup_url()).json(&body).send().await.unwrap();
     assert_eq!(no_token.status(), 401);
-    let wrong = client()
-        .post(svc.lookup_url())
-        .bearer_auth("nope")
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
+    let wrong = client().post(svc.lookup_url()).bearer_auth("nope").json(&body).send().await.unwrap();
     assert_eq!(wrong.status(), 401);
     let basic = client()
         .post(svc.lookup_url())
@@ -102,54 +83,26 @@ async fn service_token_is_required_when_configured() {
         .unwrap();
     assert_eq!(basic.status(), 401);
     // 401 wins over a malformed body: authentication comes first.
-    let unauth_garbage = client()
-        .post(svc.lookup_url())
-        .body("{")
-        .send()
-        .await
-        .unwrap();
+    let unauth_garbage = client().post(svc.lookup_url()).body("{").send().await.unwrap();
     assert_eq!(unauth_garbage.status(), 401);
     assert_eq!(lookup(&svc, KEY_ALICE).await.status(), 200);
 }
 
 #[tokio::test]
 async fn without_a_configured_service_token_authorization_is_ignored() {
-    let config = DevConfig {
-        service_token: None,
-        ..DevConfig::for_tests()
-    };
+    let config = DevConfig { service_token: None, ..DevConfig::for_tests() };
     let svc = DevAuthService::start(config).await.unwrap();
     let body = json!({ "api_key": KEY_ALICE });
-    let resp = client()
-        .post(svc.lookup_url())
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
+    let resp = client().post(svc.lookup_url()).json(&body).send().await.unwrap();
     assert_eq!(resp.status(), 200);
-    let resp = client()
-        .post(svc.lookup_url())
-        .bearer_auth("anything")
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
+    let resp = client().post(svc.lookup_url()).bearer_auth("anything").json(&body).send().await.unwrap();
     assert_eq!(resp.status(), 200);
 }
 
 #[tokio::test]
 async fn malformed_bodies_answer_400() {
     let svc = service().await;
-    for body in [
-        "",
-        "{",
-        "[]",
-        "null",
-        r#"{"key": "x"}"#,
-        r#"{"api_key": 5}"#,
-        r#"{"api_key": ""}"#,
-        "api_key=x",
-    ] {
+    for body in ["", "{", "[]", "null", r#"{"key": "x"}"#, r#"{"api_key": 5}"#, r#"{"api_key": ""}"#, "api_key=x"] {
         let resp = client()
             .post(svc.lookup_url())
             .bearer_auth(SERVICE_TOKEN)
@@ -175,10 +128,7 @@ async fn malformed_bodies_answer_400() {
 
 #[tokio::test]
 async fn lookup_path_is_configurable_and_get_is_not_a_lookup() {
-    let config = DevConfig {
-        lookup_path: "/v2/keys/check".into(),
-        ..DevConfig::for_tests()
-    };
+    let config = DevConfig { lookup_path: "/v2/keys/check".into(), ..DevConfig::for_tests() };
     let svc = DevAuthService::start(config).await.unwrap();
     assert_eq!(svc.lookup_url(), format!("{}/v2/keys/check", svc.url()));
     assert_eq!(lookup(&svc, KEY_ALICE).await.status(), 200);
@@ -191,15 +141,7 @@ async fn lookup_path_is_configurable_and_get_is_not_a_lookup() {
         .await
         .unwrap();
     assert_eq!(resp.status(), 404);
-    assert_eq!(
-        client()
-            .get(svc.lookup_url())
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        405
-    );
+    assert_eq!(client().get(svc.lookup_url()).send().await.unwrap().status(), 405);
 }
 
 #[tokio::test]
@@ -211,10 +153,7 @@ async fn run_time_data_changes_take_effect() {
     assert_eq!(lookup(&svc, KEY_ALICE).await.status(), 200);
     assert!(svc.set_account_status(ACCOUNT_ACME, AccountStatus::Suspended));
     assert_eq!(lookup(&svc, KEY_SERVICE).await.status(), 403);
-    svc.add_account(Account {
-        id: "acc_new".into(),
-        status: AccountStatus::Active,
-    });
+    svc.add_account(Account { id: "acc_new".into(), status: AccountStatus::Active });
     svc.add_api_key(ApiKey {
         consumer_username: Some("newbie".into()),
         ..ApiKey::new("k_new_1", "kid_new_1", "acc_new")
@@ -224,9 +163,7 @@ async fn run_time_data_changes_take_effect() {
     assert_eq!(body["consumer_username"], "newbie");
     assert!(svc.remove_api_key("k_new_1"));
     assert_eq!(lookup(&svc, "k_new_1").await.status(), 404);
-    assert!(svc
-        .add_api_key(ApiKey::new("k_x", "kid_x", "acc_missing"))
-        .is_err());
+    assert!(svc.add_api_key(ApiKey::new("k_x", "kid_x", "acc_missing")).is_err());
     assert!(!svc.revoke_key("never-heard-of-it"));
 }
 
@@ -245,10 +182,7 @@ async fn jwks_has_one_key_per_alg_with_required_members() {
         ("EC", "ES256", &["crv", "x", "y"][..]),
         ("OKP", "EdDSA", &["crv", "x"][..]),
     ] {
-        let k = keys
-            .iter()
-            .find(|k| k["alg"] == alg)
-            .unwrap_or_else(|| panic!("no {alg}"));
+        let k = keys.iter().find(|k| k["alg"] == alg).unwrap_or_else(|| panic!("no {alg}"));
         assert_eq!(k["kty"], kty);
         assert_eq!(k["use"], "sig");
         assert!(k["kid"].as_str().is_some_and(|s| !s.is_empty()));
@@ -256,20 +190,11 @@ async fn jwks_has_one_key_per_alg_with_required_members() {
             assert!(k[m].is_string(), "{alg} lacks {m}");
         }
         for private in ["d", "p", "q", "dp", "dq", "qi"] {
-            assert!(
-                k.get(private).is_none(),
-                "{alg} JWK leaks private member {private}"
-            );
+            assert!(k.get(private).is_none(), "{alg} JWK leaks private member {private}");
         }
     }
-    assert_eq!(
-        keys.iter().find(|k| k["kty"] == "EC").unwrap()["crv"],
-        "P-256"
-    );
-    assert_eq!(
-        keys.iter().find(|k| k["kty"] == "OKP").unwrap()["crv"],
-        "Ed25519"
-    );
+    assert_eq!(keys.iter().find(|k| k["kty"] == "EC").unwrap()["crv"], "P-256");
+    assert_eq!(keys.iter().find(|k| k["kty"] == "OKP").unwrap()["crv"], "Ed25519");
     // It parses as a jsonwebtoken JwkSet too.
     assert_eq!(fetch_jwks(&svc).await.keys.len(), 3);
     assert_eq!(svc.jwks_fetches(), 2);
@@ -278,11 +203,7 @@ async fn jwks_has_one_key_per_alg_with_required_members() {
 #[tokio::test]
 async fn unknown_routes_are_json_404_with_date() {
     let svc = service().await;
-    let resp = client()
-        .get(format!("{}/nope", svc.url()))
-        .send()
-        .await
-        .unwrap();
+    let resp = client().get(format!("{}/nope", svc.url())).send().await.unwrap();
     assert_eq!(resp.status(), 404);
     assert!(resp.headers().contains_key("date"));
     assert_eq!(svc.lookups() + svc.jwks_fetches(), 0);

@@ -22,10 +22,7 @@ async fn slow_delays_then_answers_normally() {
     assert_eq!(lookup(&svc, KEY_ALICE).await.status(), 200);
     assert!(start.elapsed() >= delay);
     // A client with a shorter timeout times out.
-    let quick = reqwest::Client::builder()
-        .timeout(Duration::from_millis(100))
-        .build()
-        .unwrap();
+    let quick = reqwest::Client::builder().timeout(Duration::from_millis(100)).build().unwrap();
     let err = quick
         .post(svc.lookup_url())
         .bearer_auth(SERVICE_TOKEN)
@@ -105,31 +102,18 @@ async fn refuse_closes_without_a_response() {
         body.len()
     );
     match raw_request(svc.addr(), &req).await {
-        Ok(bytes) => assert!(
-            bytes.is_empty(),
-            "got a response: {}",
-            String::from_utf8_lossy(&bytes)
-        ),
+        Ok(bytes) => assert!(bytes.is_empty(), "got a response: {}", String::from_utf8_lossy(&bytes)),
         Err(e) => assert_eq!(e.kind(), std::io::ErrorKind::ConnectionReset, "{e}"),
     }
     assert_eq!(svc.lookups(), 1, "refused requests are counted");
     // reqwest sees an error that is not a connect error (the connection was accepted).
-    let err = client()
-        .post(svc.lookup_url())
-        .bearer_auth(SERVICE_TOKEN)
-        .body(body.clone())
-        .send()
-        .await
-        .unwrap_err();
+    let err = client().post(svc.lookup_url()).bearer_auth(SERVICE_TOKEN).body(body.clone()).send().await.unwrap_err();
     assert!(!err.is_connect() && !err.is_timeout(), "{err:?}");
     // JWKS still answers on the same server.
     assert_eq!(jwks(&svc).await.status(), 200);
     svc.set_fault(Target::Jwks, Fault::Refuse);
     let req = "GET /.well-known/jwks.json HTTP/1.1\r\nHost: x\r\n\r\n";
-    assert!(raw_request(svc.addr(), req)
-        .await
-        .map(|b| b.is_empty())
-        .unwrap_or(true));
+    assert!(raw_request(svc.addr(), req).await.map(|b| b.is_empty()).unwrap_or(true));
     svc.clear_faults();
     assert_eq!(lookup(&svc, KEY_ALICE).await.status(), 200);
 }
@@ -148,10 +132,7 @@ async fn down_refuses_connections_and_up_listens_on_the_same_port() {
     let err = tokio::net::TcpStream::connect(addr).await.unwrap_err();
     assert_eq!(err.kind(), std::io::ErrorKind::ConnectionRefused);
     let err = send(&pooled).await.unwrap_err();
-    assert!(
-        err.is_connect(),
-        "pooled client must see the outage: {err:?}"
-    );
+    assert!(err.is_connect(), "pooled client must see the outage: {err:?}");
     svc.down().await; // idempotent
 
     svc.up().await;
@@ -176,26 +157,15 @@ async fn down_cuts_requests_in_flight() {
     svc.set_fault(Target::Lookup, Fault::Slow(Duration::from_secs(30)));
     let url = svc.lookup_url();
     let pending = tokio::spawn(async move {
-        client()
-            .post(url)
-            .bearer_auth(SERVICE_TOKEN)
-            .json(&serde_json::json!({"api_key": KEY_ALICE}))
-            .send()
-            .await
+        client().post(url).bearer_auth(SERVICE_TOKEN).json(&serde_json::json!({"api_key": KEY_ALICE})).send().await
     });
     while svc.lookups() == 0 {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let start = Instant::now();
     svc.down().await;
-    let res = tokio::time::timeout(Duration::from_secs(5), pending)
-        .await
-        .expect("in-flight request hung")
-        .unwrap();
-    assert!(
-        res.is_err(),
-        "in-flight request should fail when the service goes down"
-    );
+    let res = tokio::time::timeout(Duration::from_secs(5), pending).await.expect("in-flight request hung").unwrap();
+    assert!(res.is_err(), "in-flight request should fail when the service goes down");
     assert!(start.elapsed() < Duration::from_secs(5));
 }
 
@@ -204,12 +174,7 @@ async fn counters_count_every_arrival_and_reset() {
     let svc = service().await;
     lookup(&svc, KEY_ALICE).await;
     lookup(&svc, KEY_UNKNOWN).await;
-    client()
-        .post(svc.lookup_url())
-        .body("{")
-        .send()
-        .await
-        .unwrap(); // 401, still counted
+    client().post(svc.lookup_url()).body("{").send().await.unwrap(); // 401, still counted
     jwks(&svc).await;
     assert_eq!((svc.lookups(), svc.jwks_fetches()), (3, 1));
     svc.reset_counters();

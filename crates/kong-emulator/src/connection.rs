@@ -58,10 +58,8 @@ pub(crate) struct Frame {
 
 impl Connection {
     pub(crate) async fn connect(id: u64, path: &Path) -> Result<Self, Error> {
-        let stream = UnixStream::connect(path).await.map_err(|source| Error::Connect {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let stream =
+            UnixStream::connect(path).await.map_err(|source| Error::Connect { path: path.to_path_buf(), source })?;
         Ok(Connection {
             id,
             stream,
@@ -117,8 +115,8 @@ impl Connection {
     /// each time the buffer runs dry (OpenResty's read timeout is per receive call).
     pub(crate) async fn read_value(&mut self, timeout: Duration) -> Result<Value, ReadFailure> {
         let frame = self.read_frame(timeout).await?;
-        let value = rmpv::decode::read_value(&mut self.frame(frame))
-            .map_err(|e| ReadFailure::Invalid(e.to_string()))?;
+        let value =
+            rmpv::decode::read_value(&mut self.frame(frame)).map_err(|e| ReadFailure::Invalid(e.to_string()))?;
         self.consume(frame);
         Ok(value)
     }
@@ -142,17 +140,13 @@ impl Connection {
             }
             self.buf.reserve(CHUNK);
             match self.receive(timeout).await {
-                None if started_empty => {
-                    return Err(ReadFailure::NoData(format!("timeout after {timeout:?}")))
-                }
+                None if started_empty => return Err(ReadFailure::NoData(format!("timeout after {timeout:?}"))),
                 // lua-MessagePack's loader gets nil from the failed receive: `missing bytes`.
                 None => return Err(ReadFailure::MissingBytes),
                 Some(Ok(0)) if started_empty => return Err(ReadFailure::NoData("closed".into())),
                 Some(Ok(0)) => return Err(ReadFailure::MissingBytes),
                 Some(Ok(_)) => {}
-                Some(Err(e)) if started_empty => {
-                    return Err(ReadFailure::NoData(format!("read failed: {e}")))
-                }
+                Some(Err(e)) if started_empty => return Err(ReadFailure::NoData(format!("read failed: {e}"))),
                 Some(Err(e)) => return Err(ReadFailure::Io(e)),
             }
         }
@@ -197,10 +191,10 @@ impl RawConnection {
 
     /// Writes raw bytes as they are.
     pub async fn send_bytes(&mut self, bytes: &[u8]) -> Result<(), Error> {
-        self.conn.send(bytes).await.map_err(|source| Error::Io {
-            context: "writing raw bytes to the plugin server".into(),
-            source,
-        })
+        self.conn
+            .send(bytes)
+            .await
+            .map_err(|source| Error::Io { context: "writing raw bytes to the plugin server".into(), source })
     }
 
     /// Sends a well-formed request `[0, msgid, method, [param]]`.

@@ -13,11 +13,8 @@ use axum::Json;
 pub fn echo_document(method: &Method, uri: &Uri, headers: &HeaderMap) -> serde_json::Value {
     let mut map = serde_json::Map::new();
     for name in headers.keys() {
-        let values: Vec<serde_json::Value> = headers
-            .get_all(name)
-            .iter()
-            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned().into())
-            .collect();
+        let values: Vec<serde_json::Value> =
+            headers.get_all(name).iter().map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned().into()).collect();
         let value = if values.len() == 1 { values.into_iter().next().unwrap_or_default() } else { values.into() };
         map.insert(name.as_str().to_string(), value);
     }

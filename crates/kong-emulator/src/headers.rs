@@ -56,11 +56,7 @@ impl HeaderMap {
 
     /// Every value of `name`, in order.
     pub fn get_all(&self, name: &str) -> Vec<&[u8]> {
-        self.lines
-            .iter()
-            .filter(|l| l.name.eq_ignore_ascii_case(name))
-            .map(|l| l.value.as_slice())
-            .collect()
+        self.lines.iter().filter(|l| l.name.eq_ignore_ascii_case(name)).map(|l| l.value.as_slice()).collect()
     }
 
     /// The first value of `name`.

@@ -101,9 +101,9 @@ pub fn from_json(value: &serde_json::Value) -> Value {
         }
         serde_json::Value::String(s) => Value::from(s.as_str()),
         serde_json::Value::Array(items) => Value::Array(items.iter().map(from_json).collect()),
-        serde_json::Value::Object(map) => Value::Map(
-            map.iter().map(|(k, v)| (Value::from(k.as_str()), from_json(v))).collect(),
-        ),
+        serde_json::Value::Object(map) => {
+            Value::Map(map.iter().map(|(k, v)| (Value::from(k.as_str()), from_json(v))).collect())
+        }
     }
 }
 

@@ -7,8 +7,8 @@
 //! travels as cjson text with the metadata keys Kong injects (`__seq__`, `__key__`,
 //! `__plugin_id`, `route_id`, … and `__ws_id` on 3.9).
 
-use crate::kong::{Kong, KongVersion, RpcObject, RpcResult};
 use crate::error::Error;
+use crate::kong::{Kong, KongVersion, RpcObject, RpcResult};
 use parking_lot::Mutex;
 use rmpv::Value;
 use std::collections::HashMap;

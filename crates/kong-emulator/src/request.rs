@@ -57,10 +57,8 @@ pub struct Request {
 impl Request {
     /// A request with no headers, no query, no body, from 127.0.0.1.
     pub fn new(method: impl Into<String>, path: impl Into<String>) -> Self {
-        let start_time = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| (d.as_millis() as f64) / 1000.0)
-            .unwrap_or(0.0);
+        let start_time =
+            SystemTime::now().duration_since(UNIX_EPOCH).map(|d| (d.as_millis() as f64) / 1000.0).unwrap_or(0.0);
         Request {
             method: method.into(),
             scheme: Cow::Borrowed("http"),

@@ -50,8 +50,7 @@ pub fn lua_string(bytes: &[u8]) -> Value {
         Err(_) => {
             let mut buf = Vec::with_capacity(bytes.len() + 5);
             write_str(bytes, &mut buf);
-            rmpv::decode::read_value(&mut buf.as_slice())
-                .expect("a str header followed by its bytes always decodes")
+            rmpv::decode::read_value(&mut buf.as_slice()).expect("a str header followed by its bytes always decodes")
         }
     }
 }
@@ -590,9 +589,8 @@ fn raw_str(b: &[u8]) -> Option<&[u8]> {
 /// The integer at the start of `b` as the Lua number [`lua_number`] makes of it, and its
 /// encoded length; `None` for anything that is not an integer.
 fn raw_integer_as_lua(b: &[u8]) -> Option<(f64, usize)> {
-    let be = |n: usize| -> Option<u64> {
-        b.get(1..1 + n).map(|x| x.iter().fold(0u64, |acc, &y| (acc << 8) | y as u64))
-    };
+    let be =
+        |n: usize| -> Option<u64> { b.get(1..1 + n).map(|x| x.iter().fold(0u64, |acc, &y| (acc << 8) | y as u64)) };
     Some(match *b.first()? {
         m @ 0x00..=0x7F => (m as f64, 1),
         m @ 0xE0..=0xFF => ((m as i8) as f64, 1),
@@ -639,11 +637,7 @@ pub enum Incoming {
 pub fn classify(value: Value) -> Result<Incoming, String> {
     let items = match value {
         Value::Array(items) => items,
-        other => {
-            return Err(format!(
-                "RPC response expected from Go plugin server (got a non-array {other})"
-            ))
-        }
+        other => return Err(format!("RPC response expected from Go plugin server (got a non-array {other})")),
     };
     let kind = items.first().and_then(lua_number);
     let mut it = items.into_iter().skip(1);
@@ -733,9 +727,7 @@ fn normalize_key(k: Value) -> Value {
 /// integer keys forming `1..n` pack as an array, anything else as a map.
 fn table_from_pairs(pairs: Vec<(Value, Value)>) -> Value {
     let n = pairs.len() as u64;
-    let is_array = pairs
-        .iter()
-        .all(|(k, _)| k.as_u64().is_some_and(|i| (1..=n).contains(&i)));
+    let is_array = pairs.iter().all(|(k, _)| k.as_u64().is_some_and(|i| (1..=n).contains(&i)));
     if is_array && !pairs.is_empty() {
         let mut sorted = pairs;
         sorted.sort_by_key(|(k, _)| k.as_u64());
@@ -793,7 +785,8 @@ pub(crate) mod tests {
         }
 
         fn text(&mut self) -> String {
-            ["Data", "Method", "Args", "EventId", "ret", "x", "", "kong.request.get_header", "é"][self.below(9) as usize]
+            ["Data", "Method", "Args", "EventId", "ret", "x", "", "kong.request.get_header", "é"]
+                [self.below(9) as usize]
                 .to_string()
         }
 
@@ -807,7 +800,9 @@ pub(crate) mod tests {
                 3 => Value::from(self.next() >> self.below(64)),
                 4 => Value::from(-((self.next() >> (1 + self.below(63))) as i64)),
                 5 => Value::F32(f32::from_bits(self.next() as u32)),
-                6 => Value::F64([0.5, -0.0, 3.0, 1e300, f64::NAN, f64::INFINITY, 2f64.powi(60), 7.25][self.below(8) as usize]),
+                6 => Value::F64(
+                    [0.5, -0.0, 3.0, 1e300, f64::NAN, f64::INFINITY, 2f64.powi(60), 7.25][self.below(8) as usize],
+                ),
                 7 | 8 => Value::from(self.text()),
                 9 => lua_string(&self.bytes(40)),
                 10 => Value::Binary(self.bytes(40)),
@@ -828,33 +823,34 @@ pub(crate) mod tests {
     /// Writes `v` in a randomly chosen valid msgpack encoding (wider integer and length
     /// forms, str8, float32 for exactly representable values…).
     pub(crate) fn encode_any(v: &Value, rng: &mut Rng, out: &mut Vec<u8>) {
-        let len = |n: usize, fix: Option<(u8, usize)>, w8: Option<u8>, w16: u8, w32: u8, rng: &mut Rng, out: &mut Vec<u8>| {
-            let mut choices = Vec::new();
-            if let Some((_, max)) = fix {
-                if n <= max {
-                    choices.push(0);
+        let len =
+            |n: usize, fix: Option<(u8, usize)>, w8: Option<u8>, w16: u8, w32: u8, rng: &mut Rng, out: &mut Vec<u8>| {
+                let mut choices = Vec::new();
+                if let Some((_, max)) = fix {
+                    if n <= max {
+                        choices.push(0);
+                    }
                 }
-            }
-            if w8.is_some() && n <= 0xFF {
-                choices.push(1);
-            }
-            if n <= 0xFFFF {
-                choices.push(2);
-            }
-            choices.push(3);
-            match choices[rng.below(choices.len() as u64) as usize] {
-                0 => out.push(fix.unwrap().0 | n as u8),
-                1 => out.extend_from_slice(&[w8.unwrap(), n as u8]),
-                2 => {
-                    out.push(w16);
-                    out.extend_from_slice(&(n as u16).to_be_bytes());
+                if w8.is_some() && n <= 0xFF {
+                    choices.push(1);
                 }
-                _ => {
-                    out.push(w32);
-                    out.extend_from_slice(&(n as u32).to_be_bytes());
+                if n <= 0xFFFF {
+                    choices.push(2);
                 }
-            }
-        };
+                choices.push(3);
+                match choices[rng.below(choices.len() as u64) as usize] {
+                    0 => out.push(fix.unwrap().0 | n as u8),
+                    1 => out.extend_from_slice(&[w8.unwrap(), n as u8]),
+                    2 => {
+                        out.push(w16);
+                        out.extend_from_slice(&(n as u16).to_be_bytes());
+                    }
+                    _ => {
+                        out.push(w32);
+                        out.extend_from_slice(&(n as u32).to_be_bytes());
+                    }
+                }
+            };
         match v {
             Value::Integer(i) => {
                 let n = i.as_i64().map(i128::from).or(i.as_u64().map(i128::from)).unwrap_or_default();

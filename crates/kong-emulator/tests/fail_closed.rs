@@ -143,12 +143,15 @@ async fn server_down_with_an_instance_cached_skips_the_plugin_and_acl_answers_40
     // The server is restarted (Kong's start_cmd respawns it): the cached id is unknown to
     // the new process, Kong drops it on `no plugin instance` and starts a new instance.
     let fresh = publishing_plugin(100);
-    let restarted = FakeServer::start(None, Arc::new(move |req: &Seen| match req.method.as_str() {
-        "plugin.HandleEvent" if common::get(&req.param, "InstanceId").and_then(|i| i.as_u64()) < Some(100) => {
-            Reply::Err("no plugin instance 1".into())
-        }
-        _ => fresh(req),
-    }))
+    let restarted = FakeServer::start(
+        None,
+        Arc::new(move |req: &Seen| match req.method.as_str() {
+            "plugin.HandleEvent" if common::get(&req.param, "InstanceId").and_then(|i| i.as_u64()) < Some(100) => {
+                Reply::Err("no plugin instance 1".into())
+            }
+            _ => fresh(req),
+        }),
+    )
     .await;
     socket.point_at(&restarted);
     assert_eq!(status_and_message(&front).await.0, 200);

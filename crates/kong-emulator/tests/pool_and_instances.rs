@@ -117,7 +117,9 @@ async fn config_change_starts_new_instance_then_closes_old() {
 
 #[tokio::test]
 async fn msgid_scope_follows_the_kong_version() {
-    for (version, expected) in [(KongVersion::V3_4, vec![1, 2, 3, 4, 5, 6]), (KongVersion::V3_9, vec![1, 2, 3, 1, 2, 3])] {
+    for (version, expected) in
+        [(KongVersion::V3_4, vec![1, 2, 3, 4, 5, 6]), (KongVersion::V3_9, vec![1, 2, 3, 1, 2, 3])]
+    {
         let server = FakeServer::start(None, polite_handler()).await;
         let kong = Kong::builder(&server.path).version(version).build();
         let a = kong.plugin("plugin-a", json!({}));
@@ -194,7 +196,9 @@ async fn no_plugin_instance_restarts_and_replays_the_event() {
     let next_id = Arc::new(AtomicU64::new(100));
     let f = forgotten.clone();
     let handler: Arc<common::Handler> = Arc::new(move |req: &Seen| match req.method.as_str() {
-        "plugin.StartInstance" => Reply::Ok(Value::Map(vec![("Id".into(), next_id.fetch_add(1, Ordering::SeqCst).into())])),
+        "plugin.StartInstance" => {
+            Reply::Ok(Value::Map(vec![("Id".into(), next_id.fetch_add(1, Ordering::SeqCst).into())]))
+        }
         "plugin.HandleEvent" if *f.lock().unwrap() && get(&req.param, "InstanceId") == Some(&Value::from(100)) => {
             Reply::Err("No Plugin Instance #100".into())
         }
@@ -211,7 +215,13 @@ async fn no_plugin_instance_restarts_and_replays_the_event() {
     assert_eq!(outcome.attempts, 2);
     assert_eq!(
         server.methods(),
-        vec!["plugin.StartInstance", "plugin.HandleEvent", "plugin.HandleEvent", "plugin.StartInstance", "plugin.HandleEvent"]
+        vec![
+            "plugin.StartInstance",
+            "plugin.HandleEvent",
+            "plugin.HandleEvent",
+            "plugin.StartInstance",
+            "plugin.HandleEvent"
+        ]
     );
     assert_eq!(kong.cached_instance_id(&plugin), Some(Value::from(101)));
     assert!(req.logs().iter().any(|l| l.level == "warn" && l.message.contains("No Plugin Instance")));
@@ -264,7 +274,8 @@ async fn kong_asserts_on_bad_responses() {
     assert_eq!(err.kong_effect(), KongEffect::LuaError);
 
     // Non-string error element.
-    let handler: Arc<common::Handler> = Arc::new(|req: &Seen| Reply::Raw(common::response(req.msgid, 5.into(), Value::Nil)));
+    let handler: Arc<common::Handler> =
+        Arc::new(|req: &Seen| Reply::Raw(common::response(req.msgid, 5.into(), Value::Nil)));
     let server = FakeServer::start(None, handler).await;
     let err = Kong::new(&server.path).call("demo", "plugin.GetStatus", &Value::Nil).await.unwrap_err();
     assert!(matches!(&err, Error::Protocol(m) if m.contains("nil or a string")), "{err}");
@@ -272,7 +283,8 @@ async fn kong_asserts_on_bad_responses() {
     // A request instead of a response.
     let handler: Arc<common::Handler> = Arc::new(|_: &Seen| {
         let mut out = Vec::new();
-        rmpv::encode::write_value(&mut out, &Value::Array(vec![0.into(), 1.into(), "x".into(), Value::Array(vec![])])).unwrap();
+        rmpv::encode::write_value(&mut out, &Value::Array(vec![0.into(), 1.into(), "x".into(), Value::Array(vec![])]))
+            .unwrap();
         Reply::Raw(out)
     });
     let server = FakeServer::start(None, handler).await;
@@ -302,5 +314,8 @@ async fn start_instance_failure_is_a_lua_error_and_connect_failure_fails_open() 
     let kong = Kong::new(dir.path().join("nobody.sock"));
     let plugin = kong.plugin("demo", json!({}));
     let err = kong.run_event(&plugin, "access", &mut Request::new("GET", "/")).await.unwrap_err();
-    assert!(matches!(err, Error::StartInstance { ref source, .. } if matches!(**source, Error::Connect { .. })), "{err}");
+    assert!(
+        matches!(err, Error::StartInstance { ref source, .. } if matches!(**source, Error::Connect { .. })),
+        "{err}"
+    );
 }

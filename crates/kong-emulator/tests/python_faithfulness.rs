@@ -136,10 +136,7 @@ async fn kongs_python_plugin_server_works_with_the_emulator() {
     let server = PyServer::start(&python, dir.path()).await;
 
     // Rotate: every RPC of an event goes out on a different connection than the previous one.
-    let kong = Kong::builder(&socket)
-        .pool_policy(PoolPolicy::Rotate)
-        .read_timeout(Duration::from_secs(10))
-        .build();
+    let kong = Kong::builder(&socket).pool_policy(PoolPolicy::Rotate).read_timeout(Duration::from_secs(10)).build();
     let plugin = kong.plugin(PLUGIN, json!({"header_name": "x-api-key", "account_prefix": "acct-"}));
 
     // 1. Success: StartInstance, HandleEvent and four Steps.
@@ -154,10 +151,7 @@ async fn kongs_python_plugin_server_works_with_the_emulator() {
     assert!(outcome.continues());
     assert_eq!(outcome.rpcs, 6);
     assert_eq!(req.upstream_header("x-account-id").as_deref(), Some("acct-k1"));
-    assert_eq!(
-        req.ctx_shared_get("authenticated_groups"),
-        Some(&Value::Array(vec!["ghasi-authenticated".into()]))
-    );
+    assert_eq!(req.ctx_shared_get("authenticated_groups"), Some(&Value::Array(vec!["ghasi-authenticated".into()])));
     assert_eq!(req.plugin_logs("info"), vec!["accepted key for acct-k1"]);
     let first_instance = kong.cached_instance_id(&plugin).expect("instance cached");
     assert!(kong.connections_opened() >= 2, "Steps were rotated over connections");
@@ -203,10 +197,11 @@ async fn kongs_python_plugin_server_works_with_the_emulator() {
     assert_ne!(second_instance, first_instance);
     // The old instance really is closed: the server no longer knows it.
     let err = kong
-        .call(PLUGIN, "plugin.HandleEvent", &Value::Map(vec![
-            ("InstanceId".into(), first_instance.clone()),
-            ("EventName".into(), "access".into()),
-        ]))
+        .call(
+            PLUGIN,
+            "plugin.HandleEvent",
+            &Value::Map(vec![("InstanceId".into(), first_instance.clone()), ("EventName".into(), "access".into())]),
+        )
         .await
         .unwrap_err();
     assert!(err.is_no_plugin_instance(), "{err}");

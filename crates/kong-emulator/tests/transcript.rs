@@ -79,7 +79,10 @@ fn val(v: &Value) -> String {
         Value::Ext(t, b) => format!("ext({t},'{}')", kong_emulator::wire::hex(b)),
         Value::Array(items) => format!("[{}]", items.iter().map(val).collect::<Vec<_>>().join(", ")),
         Value::Map(entries) => {
-            format!("{{{}}}", entries.iter().map(|(k, v)| format!("{}: {}", val(k), val(v))).collect::<Vec<_>>().join(", "))
+            format!(
+                "{{{}}}",
+                entries.iter().map(|(k, v)| format!("{}: {}", val(k), val(v))).collect::<Vec<_>>().join(", ")
+            )
         }
     }
 }
@@ -110,7 +113,8 @@ fn describe_request(req: &Request) -> String {
     if req.upstream_headers() != req.client_headers() {
         let _ = writeln!(s, "upstream[{}]", headers(req.upstream_headers()));
     }
-    let pairs = |t: &[(Value, Value)]| t.iter().map(|(k, v)| format!("{}: {}", val(k), val(v))).collect::<Vec<_>>().join(", ");
+    let pairs =
+        |t: &[(Value, Value)]| t.iter().map(|(k, v)| format!("{}: {}", val(k), val(v))).collect::<Vec<_>>().join(", ");
     let _ = writeln!(s, "ctx_shared{{{}}}", pairs(req.ctx_shared()));
     if req.consumer().is_some() || req.credential().is_some() {
         let _ = writeln!(
@@ -303,7 +307,10 @@ fn events(node_id_probe: bool) -> Vec<(&'static str, Vec<Answer>)> {
     ));
     let bad_name = kong_emulator::wire::lua_string(&[0x58, 0xFF]);
     odd.push(call("kong.service.request.set_header", vec![bad_name.clone(), "bad-name".into()]));
-    odd.push(call("kong.service.request.add_header", vec![bad_name.clone(), Value::Array(vec![true.into(), 1.5.into()])]));
+    odd.push(call(
+        "kong.service.request.add_header",
+        vec![bad_name.clone(), Value::Array(vec![true.into(), 1.5.into()])],
+    ));
     odd.push(call("kong.request.get_header", vec![bad_name.clone()]));
     odd.push(call("kong.request.get_header", vec![Value::Binary(vec![0x58, 0xFF])]));
     odd.push(call(
@@ -497,10 +504,19 @@ fn events(node_id_probe: bool) -> Vec<(&'static str, Vec<Answer>)> {
         call("kong.ctx.shared.set", vec![Value::Nil, 1.into()]),
         call("kong.nginx.set_ctx", vec![]),
         call("kong.nginx.get_var", vec![3.into()]),
-        call("kong.service.request.add_header", vec!["X".into(), Value::Array(vec!["a".into(), Value::Array(vec![1.into()])])]),
+        call(
+            "kong.service.request.add_header",
+            vec!["X".into(), Value::Array(vec!["a".into(), Value::Array(vec![1.into()])])],
+        ),
         call("kong.service.request.add_header", vec![Value::Map(vec![]), "v".into()]),
-        call("kong.service.request.set_headers", vec![Value::Map(vec![("X-Holes".into(), Value::Array(vec!["a".into(), Value::Nil, "c".into()]))])]),
-        call("kong.service.request.set_headers", vec![Value::Map(vec![("X".into(), Value::Map(vec![("k".into(), 1.into())]))])]),
+        call(
+            "kong.service.request.set_headers",
+            vec![Value::Map(vec![("X-Holes".into(), Value::Array(vec!["a".into(), Value::Nil, "c".into()]))])],
+        ),
+        call(
+            "kong.service.request.set_headers",
+            vec![Value::Map(vec![("X".into(), Value::Map(vec![("k".into(), 1.into())]))])],
+        ),
         call("kong.service.request.set_headers", vec![Value::Map(vec![(Value::from(2), "v".into())])]),
         call("kong.client.authenticate", vec![Value::Nil, Value::Map(vec![("id".into(), "cred-only".into())])]),
         call("kong.service.request.set_header", vec!["X".into(), Value::Array(vec!["a".into()])]),
@@ -590,7 +606,8 @@ async fn transcript() {
     }
     let hash = fnv1a(out.as_bytes());
     assert_eq!(
-        hash, EXPECTED_FNV1A,
+        hash,
+        EXPECTED_FNV1A,
         "the emulator's transcript changed (FNV-1a {hash:#018x}, {} bytes): see this file's header",
         out.len()
     );

@@ -20,10 +20,7 @@ fn map(pairs: Vec<(&str, Value)>) -> Value {
 
 #[test]
 fn start_instance_request_matches_example_1() {
-    let param = map(vec![
-        ("Name", "rust-demo".into()),
-        ("Config", r#"{"message":"hi","__seq__":7}"#.into()),
-    ]);
+    let param = map(vec![("Name", "rust-demo".into()), ("Config", r#"{"message":"hi","__seq__":7}"#.into())]);
     let expected = unhex(
         "94 00 01 B4 70 6C 75 67 69 6E 2E 53 74 61 72 74 49 6E 73 74 61 6E 63 65 91 82
          A4 4E 61 6D 65 A9 72 75 73 74 2D 64 65 6D 6F A6 43 6F 6E 66 69 67 BC 7B 22 6D
@@ -63,10 +60,8 @@ fn nil_result_omits_data_key_example_7() {
 
 #[test]
 fn multimap_step_and_empty_multimap() {
-    let data = map(vec![
-        ("accept", Value::Array(vec!["*/*".into()])),
-        ("x-a", Value::Array(vec!["1".into(), "2".into()])),
-    ]);
+    let data =
+        map(vec![("accept", Value::Array(vec!["*/*".into()])), ("x-a", Value::Array(vec!["1".into(), "2".into()]))]);
     let bytes = wire::encode_step(5, "plugin.StepMultiMap", &6.into(), &StepData::Value(data));
     let mut expected = unhex("94 00 05 B3");
     expected.extend_from_slice(b"plugin.StepMultiMap");
@@ -142,10 +137,7 @@ fn close_instance_and_notification_shapes() {
         panic!("notification did not decode");
     };
     assert_eq!(used, notification.len());
-    assert_eq!(
-        wire::classify(v),
-        Ok(wire::Incoming::Notification { label: "serverPid".into(), args: 12345.into() })
-    );
+    assert_eq!(wire::classify(v), Ok(wire::Incoming::Notification { label: "serverPid".into(), args: 12345.into() }));
 }
 
 #[test]
@@ -177,10 +169,7 @@ fn server_responses_decode_and_classify() {
 #[test]
 fn values_from_the_server_become_lua_values() {
     // nil map entries vanish, holes make maps, 1..n maps become arrays, bin becomes str.
-    let v = wire::to_lua(Value::Map(vec![
-        ("a".into(), Value::Nil),
-        ("b".into(), Value::Binary(b"x".to_vec())),
-    ]));
+    let v = wire::to_lua(Value::Map(vec![("a".into(), Value::Nil), ("b".into(), Value::Binary(b"x".to_vec()))]));
     assert_eq!(v, Value::Map(vec![("b".into(), "x".into())]));
     let holes = wire::to_lua(Value::Array(vec![1.into(), Value::Nil, 3.into()]));
     assert_eq!(holes, Value::Map(vec![(1.into(), 1.into()), (3.into(), 3.into())]));

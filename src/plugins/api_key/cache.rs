@@ -373,7 +373,10 @@ impl KeyCache {
                     Fetched::Invalid => "invalid",
                     Fetched::Unavailable => "unavailable",
                 };
-                metrics::global().api_key_revalidations.get_or_create(&metrics::CacheLabels { plugin: super::NAME, result }).inc();
+                metrics::global()
+                    .api_key_revalidations
+                    .get_or_create(&metrics::CacheLabels { plugin: super::NAME, result })
+                    .inc();
             }
             // Nobody waiting any more is fine: the cache is filled already.
             let _ = tx.send(Some(fetched));
@@ -425,7 +428,7 @@ impl KeyCache {
             let texts = std::mem::replace(&mut state.texts, Texts::new());
             (positive, negative, texts)
         };
-        taken.0.0.len() + taken.1.0.len()
+        taken.0 .0.len() + taken.1 .0.len()
     }
 
     /// Removes the valid entries whose identity matches, scanning the slots from the last to
@@ -488,7 +491,12 @@ impl State {
 
     /// A fresh entry's decision, if there is one, and whether it is a hit due for its
     /// background revalidation.
-    fn fresh(&mut self, digest: &Digest, lifetimes: Lifetimes, now: Duration) -> Option<((Verdict, CacheStatus), bool)> {
+    fn fresh(
+        &mut self,
+        digest: &Digest,
+        lifetimes: Lifetimes,
+        now: Duration,
+    ) -> Option<((Verdict, CacheStatus), bool)> {
         let now = millis(now);
         if let Some(p) = self.positive.get(digest) {
             if now < p.usable_until(lifetimes.positive) {
@@ -538,7 +546,8 @@ impl State {
                 let (bytes, block) = self.texts.store(text.as_bytes());
                 let identity = KeyIdentity { text: bytes, ends };
                 let texts = &mut self.texts;
-                let positive = Positive { identity: identity.clone(), block, learnt: now, expires, revalidating: false };
+                let positive =
+                    Positive { identity: identity.clone(), block, learnt: now, expires, revalidating: false };
                 self.positive.insert(digest, positive, |old| texts.release(old.block, old.identity.text.len()));
                 self.sweep();
                 Fetched::Valid(identity)
@@ -1125,7 +1134,9 @@ mod tests {
         cache.resolve(digest(b"bad"), LIFETIMES, counted(&calls, Answer::Invalid { status: 404 })).await;
         let status = |key_id: &'static str| {
             let (cache, calls) = (cache.clone(), calls.clone());
-            async move { cache.resolve(digest(key_id.as_bytes()), LIFETIMES, counted(&calls, keyed("acc_x", key_id))).await.1 }
+            async move {
+                cache.resolve(digest(key_id.as_bytes()), LIFETIMES, counted(&calls, keyed("acc_x", key_id))).await.1
+            }
         };
         assert_eq!(cache.evict_key_id("key_1"), 1);
         assert_eq!(cache.evict_key_id("key_1"), 0);

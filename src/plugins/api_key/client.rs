@@ -134,11 +134,17 @@ struct SharedClient {
 
 impl AuthClient {
     /// Builds the client of one instance, reusing the process-wide pool of `base_url`.
-    pub fn new(base_url: &str, lookup_path: &str, service_token: Option<&str>, timeout: Duration) -> Result<AuthClient, String> {
+    pub fn new(
+        base_url: &str,
+        lookup_path: &str,
+        service_token: Option<&str>,
+        timeout: Duration,
+    ) -> Result<AuthClient, String> {
         let authorization = match service_token {
             Some(token) => {
-                let mut value = HeaderValue::from_str(&format!("Bearer {token}"))
-                    .map_err(|_| "field 'service_token': contains characters not allowed in an HTTP header".to_string())?;
+                let mut value = HeaderValue::from_str(&format!("Bearer {token}")).map_err(|_| {
+                    "field 'service_token': contains characters not allowed in an HTTP header".to_string()
+                })?;
                 value.set_sensitive(true);
                 Some(value)
             }
@@ -288,12 +294,24 @@ pub(crate) fn parse_rfc3339(text: &str) -> Option<i64> {
         let part = b.get(range)?;
         part.iter().all(u8::is_ascii_digit).then(|| part.iter().fold(0i64, |n, d| n * 10 + i64::from(d - b'0')))
     };
-    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b't' | b' ') || b[13] != b':' || b[16] != b':' {
+    if b.len() < 20
+        || b[4] != b'-'
+        || b[7] != b'-'
+        || !matches!(b[10], b'T' | b't' | b' ')
+        || b[13] != b':'
+        || b[16] != b':'
+    {
         return None;
     }
     let (year, month, day) = (digits(0..4)?, digits(5..7)?, digits(8..10)?);
     let (hour, minute, second) = (digits(11..13)?, digits(14..16)?, digits(17..19)?);
-    if !(1..=12).contains(&month) || day < 1 || day > days_in_month(year, month) || hour > 23 || minute > 59 || second > 60 {
+    if !(1..=12).contains(&month)
+        || day < 1
+        || day > days_in_month(year, month)
+        || hour > 23
+        || minute > 59
+        || second > 60
+    {
         return None;
     }
     let mut rest = &b[19..];
@@ -411,9 +429,17 @@ mod tests {
         assert_eq!(parse_rfc3339("2020-01-01T02:00:00+02:00"), Some(1_577_836_800));
         assert_eq!(parse_rfc3339("2019-12-31T23:00:00.123456-01:00"), Some(1_577_836_800));
         assert_eq!(parse_rfc3339("2024-02-29t12:00:00z"), Some(1_709_208_000));
-        for bad in ["", "2020-01-01", "2020-13-01T00:00:00Z", "2023-02-29T00:00:00Z", "2020-01-01T00:00:00",
-            "2020-01-01T00:00:00.Z", "2020-01-01T00:00:00+2:00", "2020-01-01T24:00:00Z", "20x0-01-01T00:00:00Z"]
-        {
+        for bad in [
+            "",
+            "2020-01-01",
+            "2020-13-01T00:00:00Z",
+            "2023-02-29T00:00:00Z",
+            "2020-01-01T00:00:00",
+            "2020-01-01T00:00:00.Z",
+            "2020-01-01T00:00:00+2:00",
+            "2020-01-01T24:00:00Z",
+            "20x0-01-01T00:00:00Z",
+        ] {
             assert_eq!(parse_rfc3339(bad), None, "{bad:?}");
         }
     }
@@ -426,10 +452,19 @@ mod tests {
         .unwrap();
         assert_eq!(
             info,
-            KeyInfo { account_id: "acc".into(), key_id: "k1".into(), user_id: None, consumer_username: None, expires_at: Some(1_577_836_800) }
+            KeyInfo {
+                account_id: "acc".into(),
+                key_id: "k1".into(),
+                user_id: None,
+                consumer_username: None,
+                expires_at: Some(1_577_836_800)
+            }
         );
         let info = parse_valid(br#"{"account_id":"acc","key_id":"k1","user_id":"u","consumer_username":"c"}"#).unwrap();
-        assert_eq!((info.user_id.as_deref(), info.consumer_username.as_deref(), info.expires_at), (Some("u"), Some("c"), None));
+        assert_eq!(
+            (info.user_id.as_deref(), info.consumer_username.as_deref(), info.expires_at),
+            (Some("u"), Some("c"), None)
+        );
     }
 
     #[test]

@@ -78,8 +78,12 @@ impl ApiKeyLookup {
         let reserved = Reserved::new(&config.extra_reserved_headers, &credentials)?;
         // An empty token (e.g. a vault reference resolving to "") means "none".
         let token = config.service_token.as_deref().filter(|t| !t.is_empty());
-        let client =
-            AuthClient::new(&config.auth_service_url, &config.lookup_path, token, Duration::from_millis(config.timeout_ms))?;
+        let client = AuthClient::new(
+            &config.auth_service_url,
+            &config.lookup_path,
+            token,
+            Duration::from_millis(config.timeout_ms),
+        )?;
         let hide = if config.hide_credentials { reader.names().to_vec() } else { Vec::new() };
         Ok(ApiKeyLookup {
             credential_optional: config.credential_optional,
@@ -119,7 +123,9 @@ impl ApiKeyLookup {
                 return Ok(());
             }
             Found::None if self.credential_optional => {
-                identity::pass_anonymous(pdk, &self.admission.reserved).await.context("passing an anonymous request")?;
+                identity::pass_anonymous(pdk, &self.admission.reserved)
+                    .await
+                    .context("passing an anonymous request")?;
                 tracing::trace!(plugin = NAME, "no API key; credential_optional lets it through");
                 return Ok(());
             }
@@ -206,8 +212,10 @@ mod tests {
 
     #[test]
     fn start_derives_the_instance_from_the_config() {
-        let p = lookup(r#"{"auth_service_url":"http://auth.invalid","key_names":["X-API-Key","apikey"],"hide_credentials":true}"#)
-            .unwrap();
+        let p = lookup(
+            r#"{"auth_service_url":"http://auth.invalid","key_names":["X-API-Key","apikey"],"hide_credentials":true}"#,
+        )
+        .unwrap();
         assert_eq!(p.admission.hide, ["x-api-key", "apikey"]);
         assert_eq!(p.lifetimes.positive, Duration::from_secs(60));
         assert_eq!(p.lifetimes.negative, Duration::from_secs(15));

@@ -11,48 +11,81 @@ use crate::plugins::identity::{self, SpoofPolicy};
 use crate::plugins::schema::{self, Default as D, Field};
 
 pub const FIELDS: &[Field] = &[
-    Field::string("jwks_url").required().url()
+    Field::string("jwks_url")
+        .required()
+        .url()
         .describe("auth-service's JWKS URL, e.g. http://auth-service:8080/.well-known/jwks.json."),
-    Field::string("issuer").required().len_min(1)
+    Field::string("issuer")
+        .required()
+        .len_min(1)
         .describe("Exact value the token's iss claim must have, e.g. https://api.ghasi.io."),
-    Field::strings("audiences").default(D::Strs(&[]))
+    Field::strings("audiences")
+        .default(D::Strs(&[]))
         .describe("When not empty, the token's aud must contain one of these."),
-    Field::strings("algorithms").default(D::Strs(&["RS256", "ES256", "EdDSA"])).len_min(1)
+    Field::strings("algorithms")
+        .default(D::Strs(&["RS256", "ES256", "EdDSA"]))
+        .len_min(1)
         .one_of(&["RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "EdDSA"])
         .describe("Accepted signature algorithms; none and HS* are never accepted with JWKS keys."),
-    Field::integer("leeway").default(D::Int(30)).between(0, 300)
+    Field::integer("leeway")
+        .default(D::Int(30))
+        .between(0, 300)
         .describe("Seconds of clock skew tolerated on exp and nbf."),
-    Field::integer("max_token_lifetime").default(D::Int(86400)).between(0, 31536000)
+    Field::integer("max_token_lifetime")
+        .default(D::Int(86400))
+        .between(0, 31536000)
         .describe("Reject tokens whose exp - iat (or exp - now without iat) exceeds this many seconds; 0 disables."),
-    Field::strings("cookie_names").default(D::Strs(&[])).items_max(8).token()
+    Field::strings("cookie_names")
+        .default(D::Strs(&[]))
+        .items_max(8)
+        .token()
         .describe("Cookies that may carry the token when there is no Authorization header."),
-    Field::boolean("credential_optional").default(D::Bool(false))
+    Field::boolean("credential_optional")
+        .default(D::Bool(false))
         .describe("Let a request without a token through unauthenticated (identity headers still stripped)."),
-    Field::string("consumer_username_claim").default(D::Str("email")).len_min(1)
+    Field::string("consumer_username_claim")
+        .default(D::Str("email"))
+        .len_min(1)
         .describe("Claim copied into X-Consumer-Username."),
-    Field::string("roles_claim").default(D::Str("roles")).len_min(1)
+    Field::string("roles_claim")
+        .default(D::Str("roles"))
+        .len_min(1)
         .describe("Claim holding the token's roles (array of strings)."),
-    Field::strings("required_roles").default(D::Strs(&[]))
+    Field::strings("required_roles")
+        .default(D::Strs(&[]))
         .describe("Roles the token must carry (see roles_match); missing → 403 insufficient_role."),
-    Field::string("roles_match").default(D::Str("any")).one_of(&["any", "all"])
+    Field::string("roles_match")
+        .default(D::Str("any"))
+        .one_of(&["any", "all"])
         .describe("any: one of required_roles suffices; all: every one is needed."),
-    Field::integer("jwks_cache_ttl").default(D::Int(300)).between(10, 86400)
+    Field::integer("jwks_cache_ttl")
+        .default(D::Int(300))
+        .between(10, 86400)
         .describe("Seconds a fetched JWKS stays valid after its last successful fetch."),
-    Field::integer("jwks_refresh_ahead").default(D::Int(60)).between(0, 86400)
-        .describe("Seconds before jwks_cache_ttl runs out at which a background refresh starts (at most half of jwks_cache_ttl)."),
-    Field::integer("jwks_max_stale").default(D::Int(0)).between(0, 86400)
+    Field::integer("jwks_refresh_ahead").default(D::Int(60)).between(0, 86400).describe(
+        "Seconds before jwks_cache_ttl runs out at which a background refresh starts (at most half of jwks_cache_ttl).",
+    ),
+    Field::integer("jwks_max_stale")
+        .default(D::Int(0))
+        .between(0, 86400)
         .describe("Extra seconds the last-known JWKS is used while auth-service is down; then 503."),
-    Field::integer("jwks_kid_refresh_interval").default(D::Int(10)).between(1, 3600)
+    Field::integer("jwks_kid_refresh_interval")
+        .default(D::Int(10))
+        .between(1, 3600)
         .describe("Minimum seconds between two refreshes caused by unknown kids (flood protection)."),
-    Field::integer("timeout_ms").default(D::Int(500)).between(1, 60000)
+    Field::integer("timeout_ms")
+        .default(D::Int(500))
+        .between(1, 60000)
         .describe("Connect + total timeout of one JWKS fetch, in milliseconds."),
     identity::SET_KONG_CONSUMER_FIELD,
-    Field::boolean("hide_credentials").default(D::Bool(false))
+    Field::boolean("hide_credentials")
+        .default(D::Bool(false))
         .describe("Remove the Authorization header (or token cookie header) before proxying."),
     identity::SPOOF_POLICY_FIELD,
     identity::EXTRA_RESERVED_FIELD,
-    Field::string("authenticated_group").default(D::Str("ghasi-authenticated")).len_min(1)
-        .describe("Group published (with the token's roles) in kong.ctx.shared.authenticated_groups, for the acl guard."),
+    Field::string("authenticated_group").default(D::Str("ghasi-authenticated")).len_min(1).describe(
+        "Group published (with the token's roles) in kong.ctx.shared.authenticated_groups, for the acl guard.",
+    ),
 ];
 
 #[derive(Debug, Clone, Deserialize)]

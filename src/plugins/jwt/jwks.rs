@@ -186,7 +186,9 @@ pub enum Lookup {
     /// Not in the set (after a refresh, or while refreshes for unknown kids are throttled).
     UnknownKid,
     /// No usable set and none could be fetched.
-    Unavailable { retry_after_secs: u64 },
+    Unavailable {
+        retry_after_secs: u64,
+    },
 }
 
 #[derive(Default)]
@@ -372,7 +374,8 @@ impl JwksCache {
         }
         let (allowed, seen) = {
             let mut st = self.state.write();
-            let allowed = now >= st.retry_at && st.last_kid_refresh.is_none_or(|last| now >= last + t.kid_refresh_interval);
+            let allowed =
+                now >= st.retry_at && st.last_kid_refresh.is_none_or(|last| now >= last + t.kid_refresh_interval);
             if allowed {
                 st.last_kid_refresh = Some(now);
             }

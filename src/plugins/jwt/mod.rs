@@ -173,7 +173,13 @@ impl Jwt {
         verify::identity(&token, &self.policy)
     }
 
-    async fn admit(&self, pdk: &mut Pdk, identity: &Identity, source: Source, cookies: &[Vec<u8>]) -> anyhow::Result<()> {
+    async fn admit(
+        &self,
+        pdk: &mut Pdk,
+        identity: &Identity,
+        source: Source,
+        cookies: &[Vec<u8>],
+    ) -> anyhow::Result<()> {
         let mut changes: HeaderChanges = identity.header_changes(&self.admission.reserved, &[]);
         if self.hide_credentials {
             match source {

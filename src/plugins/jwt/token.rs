@@ -34,7 +34,10 @@ pub enum Source {
 #[derive(Debug, PartialEq, Eq)]
 pub enum Presented {
     Nothing,
-    One { token: String, source: Source },
+    One {
+        token: String,
+        source: Source,
+    },
     /// Several different tokens: which one the upstream would use is anyone's guess, so none
     /// is accepted (anchors (c) #9). Identical repeats count as one.
     Ambiguous,
@@ -155,7 +158,10 @@ fn numeric(claims: &Map<String, Value>, name: &str) -> Time {
         Some(Value::Number(n)) => match n.as_i64() {
             Some(i) => Time::At(i),
             // RFC 7519 NumericDate may carry a fraction; whole seconds are enough here.
-            None => n.as_f64().filter(|f| f.is_finite() && f.abs() < 1e15).map_or(Time::Invalid, |f| Time::At(f.floor() as i64)),
+            None => n
+                .as_f64()
+                .filter(|f| f.is_finite() && f.abs() < 1e15)
+                .map_or(Time::Invalid, |f| Time::At(f.floor() as i64)),
         },
         Some(_) => Time::Invalid,
     }
@@ -172,7 +178,8 @@ impl Token {
             return Err(malformed("token too long"));
         }
         let mut parts = raw.split('.');
-        let (Some(header), Some(payload), Some(signature), None) = (parts.next(), parts.next(), parts.next(), parts.next())
+        let (Some(header), Some(payload), Some(signature), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
         else {
             return Err(malformed("not three segments"));
         };
@@ -197,7 +204,14 @@ impl Token {
         };
         // `jku`, `x5u`, `jwk`, `x5c` are ignored on purpose: keys come from the configured
         // JWKS URL only (anchors (c) #4).
-        Ok(Token { alg, exp: numeric(&claims, "exp"), nbf: numeric(&claims, "nbf"), iat: numeric(&claims, "iat"), kid, claims })
+        Ok(Token {
+            alg,
+            exp: numeric(&claims, "exp"),
+            nbf: numeric(&claims, "nbf"),
+            iat: numeric(&claims, "iat"),
+            kid,
+            claims,
+        })
     }
 
     /// The cheap checks, in the order the design fixes: alg allow-list, kid present, iss
@@ -263,7 +277,9 @@ impl Token {
     fn audience_matches(&self, audiences: &[String]) -> bool {
         match self.claims.get("aud") {
             Some(Value::String(aud)) => audiences.contains(aud),
-            Some(Value::Array(auds)) => auds.iter().any(|a| a.as_str().is_some_and(|a| audiences.iter().any(|x| x == a))),
+            Some(Value::Array(auds)) => {
+                auds.iter().any(|a| a.as_str().is_some_and(|a| audiences.iter().any(|x| x == a)))
+            }
             _ => false,
         }
     }
@@ -326,7 +342,10 @@ mod tests {
     fn choice_prefers_the_header_and_flags_different_tokens() {
         let s = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
         assert_eq!(choose(s(&[]), s(&[])), Presented::Nothing);
-        assert_eq!(choose(s(&["a", "a"]), s(&["b"])), Presented::One { token: "a".into(), source: Source::Authorization });
+        assert_eq!(
+            choose(s(&["a", "a"]), s(&["b"])),
+            Presented::One { token: "a".into(), source: Source::Authorization }
+        );
         assert_eq!(choose(s(&[]), s(&["b"])), Presented::One { token: "b".into(), source: Source::Cookie });
         assert_eq!(choose(s(&["a", "b"]), s(&[])), Presented::Ambiguous);
         assert_eq!(choose(s(&[]), s(&["a", "c"])), Presented::Ambiguous);
@@ -363,7 +382,11 @@ mod tests {
         assert_eq!(code(check(h.clone(), good_claims())), "ok");
         assert_eq!(code(check(json!({"alg": "none", "kid": "k1"}), good_claims())), "token_invalid");
         assert_eq!(code(check(json!({"alg": "HS256", "kid": "k1"}), good_claims())), "token_invalid");
-        assert_eq!(code(check(json!({"alg": "RS384", "kid": "k1"}), good_claims())), "token_invalid", "not in the list");
+        assert_eq!(
+            code(check(json!({"alg": "RS384", "kid": "k1"}), good_claims())),
+            "token_invalid",
+            "not in the list"
+        );
         assert_eq!(code(check(json!({"alg": "RS256"}), good_claims())), "token_invalid");
         assert_eq!(code(check(json!({"alg": "RS256", "kid": "a b"}), good_claims())), "token_invalid");
         assert_eq!(code(check(json!({"alg": "RS256", "kid": "k".repeat(129)}), good_claims())), "token_invalid");

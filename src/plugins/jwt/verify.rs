@@ -114,7 +114,11 @@ pub fn identity(token: &Token, policy: &Policy) -> Result<Identity, Denial> {
     };
     if !policy.required_roles.is_empty() {
         let has = |r: &String| roles.contains(&r.as_str());
-        let ok = if policy.roles_all { policy.required_roles.iter().all(has) } else { policy.required_roles.iter().any(has) };
+        let ok = if policy.roles_all {
+            policy.required_roles.iter().all(has)
+        } else {
+            policy.required_roles.iter().any(has)
+        };
         if !ok {
             return Err(Denial::new(AuthError::InsufficientRole, "required role missing"));
         }

@@ -9,16 +9,11 @@ use jsonwebtoken::{decode, decode_header, Algorithm, DecodingKey, Validation};
 use serde_json::{json, Value};
 
 pub async fn service() -> DevAuthService {
-    DevAuthService::start(DevConfig::for_tests())
-        .await
-        .expect("start")
+    DevAuthService::start(DevConfig::for_tests()).await.expect("start")
 }
 
 pub fn client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .timeout(std::time::Duration::from_secs(10))
-        .build()
-        .unwrap()
+    reqwest::Client::builder().timeout(std::time::Duration::from_secs(10)).build().unwrap()
 }
 
 /// POSTs a lookup with the test service token.
@@ -54,7 +49,5 @@ pub fn verify(token: &str, jwks: &JwkSet, issuer: &str) -> Result<Value, String>
     validation.set_issuer(&[issuer]);
     validation.validate_nbf = true;
     validation.leeway = 0;
-    decode::<Value>(token, &key, &validation)
-        .map(|d| d.claims)
-        .map_err(|e| format!("{e}"))
+    decode::<Value>(token, &key, &validation).map(|d| d.claims).map_err(|e| format!("{e}"))
 }

@@ -22,7 +22,10 @@ pub struct AclConfig {
 impl AclConfig {
     pub fn from_json(config: &serde_json::Value) -> AclConfig {
         let list = |k: &str| -> Vec<String> {
-            config[k].as_array().map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect()).unwrap_or_default()
+            config[k]
+                .as_array()
+                .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect())
+                .unwrap_or_default()
         };
         AclConfig {
             allow: list("allow"),
@@ -87,9 +90,7 @@ fn consumer_id(req: &Request) -> Option<Value> {
 
 fn authenticated_groups(req: &Request) -> Option<Vec<String>> {
     match req.ctx_shared_get("authenticated_groups")? {
-        Value::Array(items) => Some(
-            items.iter().filter_map(|v| v.as_str().map(str::to_string)).collect(),
-        ),
+        Value::Array(items) => Some(items.iter().filter_map(|v| v.as_str().map(str::to_string)).collect()),
         _ => None,
     }
 }

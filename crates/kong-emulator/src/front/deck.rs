@@ -186,7 +186,9 @@ impl Gateway {
                 }
                 (None, Some(s)) => {
                     let key = s.key().unwrap_or_default();
-                    Scope::Service(gw.find_service(key).with_context(|| format!("plugin {}: unknown service {key}", p.name))?)
+                    Scope::Service(
+                        gw.find_service(key).with_context(|| format!("plugin {}: unknown service {key}", p.name))?,
+                    )
                 }
                 (None, None) => Scope::Global,
             };

@@ -16,7 +16,7 @@ pub mod proxy;
 pub mod router;
 pub mod vault;
 
-use crate::{KongEffect, Kong, Request};
+use crate::{Kong, KongEffect, Request};
 use acl::AclDecision;
 use anyhow::{Context, Result};
 use axum::body::Bytes;

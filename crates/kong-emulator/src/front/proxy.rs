@@ -60,7 +60,14 @@ impl Upstreams {
     }
 
     /// Sends `req` to `service` at `path`.
-    pub async fn forward(&self, index: usize, service: &Service, req: &Request, path: &str, preserve_host: bool) -> Response {
+    pub async fn forward(
+        &self,
+        index: usize,
+        service: &Service,
+        req: &Request,
+        path: &str,
+        preserve_host: bool,
+    ) -> Response {
         let default_port = matches!((service.protocol.as_str(), service.port), ("http", 80) | ("https", 443));
         let authority = if default_port { service.host.clone() } else { format!("{}:{}", service.host, service.port) };
         let mut url = format!("{}://{}{}", service.protocol, authority, path);
@@ -75,7 +82,11 @@ impl Upstreams {
         let client_host = req.client_headers().get_str("host");
         for line in req.upstream_headers().lines() {
             let lower = line.name.to_ascii_lowercase();
-            if HOP_BY_HOP.contains(&lower.as_str()) || lower == "host" || lower.starts_with("x-forwarded-") || lower == "x-real-ip" {
+            if HOP_BY_HOP.contains(&lower.as_str())
+                || lower == "host"
+                || lower.starts_with("x-forwarded-")
+                || lower == "x-real-ip"
+            {
                 continue;
             }
             builder = builder.header(line.name.as_str(), line.value.as_slice());

@@ -83,7 +83,11 @@ impl Router {
             };
             let stripped_path = if route.strip_path {
                 let rest = &path[matched_len..];
-                if rest.starts_with('/') { rest.to_string() } else { format!("/{rest}") }
+                if rest.starts_with('/') {
+                    rest.to_string()
+                } else {
+                    format!("/{rest}")
+                }
             } else {
                 path.to_string()
             };

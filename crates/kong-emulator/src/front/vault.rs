@@ -29,9 +29,9 @@ pub fn resolve_with(value: serde_json::Value, env: &dyn Fn(&str) -> Option<Strin
             None => J::String(s),
         },
         J::Array(items) => J::Array(items.into_iter().map(|v| resolve_with(v, env)).collect::<Result<_>>()?),
-        J::Object(map) => J::Object(
-            map.into_iter().map(|(k, v)| Ok((k, resolve_with(v, env)?))).collect::<Result<_>>()?,
-        ),
+        J::Object(map) => {
+            J::Object(map.into_iter().map(|(k, v)| Ok((k, resolve_with(v, env)?))).collect::<Result<_>>()?)
+        }
         other => other,
     })
 }

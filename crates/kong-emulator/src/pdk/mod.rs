@@ -174,9 +174,7 @@ pub(crate) fn tostring(v: &Value) -> Vec<u8> {
         Value::Nil | Value::Ext(..) => b"nil".to_vec(),
         Value::Boolean(b) => b.to_string().into_bytes(),
         Value::String(_) | Value::Binary(_) => as_bytes(v).unwrap_or_default().to_vec(),
-        Value::Array(_) | Value::Map(_) => {
-            format!("table: {}", crate::json::to_json(v)).into_bytes()
-        }
+        Value::Array(_) | Value::Map(_) => format!("table: {}", crate::json::to_json(v)).into_bytes(),
         _ => number_to_string(wire::lua_number(v).unwrap_or(0.0)).into_bytes(),
     }
 }

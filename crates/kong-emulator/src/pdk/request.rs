@@ -94,9 +94,7 @@ pub(super) fn get_headers(ctx: &mut PdkContext<'_>, args: &Args) -> Option<PdkOu
     let grouped = ctx.req.upstream_headers().grouped_lowercase(max);
     let entries: Vec<(Value, Value)> = grouped
         .into_iter()
-        .map(|(name, values)| {
-            (Value::from(name), Value::Array(values.into_iter().map(lua_string).collect()))
-        })
+        .map(|(name, values)| (Value::from(name), Value::Array(values.into_iter().map(lua_string).collect())))
         .collect();
     Some(PdkOutcome::Return(multimap(entries)))
 }
@@ -194,10 +192,7 @@ pub(super) fn get_query(ctx: &mut PdkContext<'_>, args: &Args) -> Option<PdkOutc
 
 pub(super) fn get_query_arg(ctx: &mut PdkContext<'_>, args: &Args) -> Option<PdkOutcome> {
     let Some(name) = as_bytes(args.get(0)) else {
-        return throw(format!(
-            "query argument name must be a string (got {})",
-            lua_type(args.get(0))
-        ));
+        return throw(format!("query argument name must be a string (got {})", lua_type(args.get(0))));
     };
     let table = query_table(parse_query(ctx.req.raw_query(), DEFAULT_MAX as usize));
     match table.into_iter().find(|(k, _)| k.as_slice() == name) {

@@ -28,15 +28,15 @@ fn show(v: &Value) -> String {
 /// accepted.
 pub(super) fn header_values(name: &str, v: &Value, allow_array: bool) -> Result<Vec<Vec<u8>>, String> {
     match v {
-        Value::String(_) | Value::Binary(_) | Value::Boolean(_) | Value::Integer(_) | Value::F32(_)
-        | Value::F64(_) => Ok(vec![tostring(v)]),
+        Value::String(_) | Value::Binary(_) | Value::Boolean(_) | Value::Integer(_) | Value::F32(_) | Value::F64(_) => {
+            Ok(vec![tostring(v)])
+        }
         Value::Array(items) if allow_array => items
             .iter()
             .map(|item| match item {
-                Value::Array(_) | Value::Map(_) | Value::Nil | Value::Ext(..) => Err(format!(
-                    "invalid header value in array \"{name}\": got {}, expected string",
-                    lua_type(item)
-                )),
+                Value::Array(_) | Value::Map(_) | Value::Nil | Value::Ext(..) => {
+                    Err(format!("invalid header value in array \"{name}\": got {}, expected string", lua_type(item)))
+                }
                 scalar => Ok(tostring(scalar)),
             })
             .collect(),
@@ -51,9 +51,8 @@ pub(super) fn header_values(name: &str, v: &Value, allow_array: bool) -> Result<
 
 pub(super) fn set_header(ctx: &mut PdkContext<'_>, args: &mut Args) -> Option<PdkOutcome> {
     let allow_array = ctx.version != KongVersion::V3_4;
-    let result = header_name_owned(args.take(0)).and_then(|name| {
-        header_values_owned(&name, args.take(1), allow_array).map(|values| (name, values))
-    });
+    let result = header_name_owned(args.take(0))
+        .and_then(|name| header_values_owned(&name, args.take(1), allow_array).map(|values| (name, values)));
     match result {
         Ok((name, values)) => {
             ctx.req.headers_mut().set_owned(name, values);
@@ -67,7 +66,9 @@ pub(super) fn set_header(ctx: &mut PdkContext<'_>, args: &mut Args) -> Option<Pd
 fn header_name_owned(v: Value) -> Result<String, String> {
     match v {
         Value::String(s) if s.is_str() => Ok(s.into_str().unwrap_or_default()),
-        Value::Binary(b) => Ok(String::from_utf8(b).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())),
+        Value::Binary(b) => {
+            Ok(String::from_utf8(b).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()))
+        }
         other => header_name(&other),
     }
 }
@@ -89,7 +90,11 @@ fn header_values_owned(name: &str, v: Value, allow_array: bool) -> Result<Vec<Ve
                 })
             })
             .collect(),
-        v @ (Value::String(_) | Value::Binary(_) | Value::Boolean(_) | Value::Integer(_) | Value::F32(_)
+        v @ (Value::String(_)
+        | Value::Binary(_)
+        | Value::Boolean(_)
+        | Value::Integer(_)
+        | Value::F32(_)
         | Value::F64(_)) => Ok(vec![scalar(v).unwrap_or_default()]),
         other => header_values(name, &other, allow_array),
     }
@@ -149,9 +154,8 @@ fn header_table_owned(v: Value) -> Result<Vec<HeaderValues>, String> {
 
 pub(super) fn add_header(ctx: &mut PdkContext<'_>, args: &mut Args) -> Option<PdkOutcome> {
     let allow_array = ctx.version != KongVersion::V3_4;
-    let result = header_name_owned(args.take(0)).and_then(|name| {
-        header_values_owned(&name, args.take(1), allow_array).map(|values| (name, values))
-    });
+    let result = header_name_owned(args.take(0))
+        .and_then(|name| header_values_owned(&name, args.take(1), allow_array).map(|values| (name, values)));
     match result {
         Ok((name, values)) => {
             for value in values {

@@ -127,8 +127,7 @@ impl FakeServer {
 
 pub fn response(msgid: u64, error: Value, result: Value) -> Vec<u8> {
     let mut out = Vec::new();
-    rmpv::encode::write_value(&mut out, &Value::Array(vec![1.into(), msgid.into(), error, result]))
-        .unwrap();
+    rmpv::encode::write_value(&mut out, &Value::Array(vec![1.into(), msgid.into(), error, result])).unwrap();
     out
 }
 
