@@ -18,6 +18,10 @@
 //!   that Step polls the parked event with the value … until "ret" or kong.response.exit.
 //! ```
 
+// No unsafe code in the product: everything it needs from the OS comes through std,
+// tokio or /proc text.
+#![forbid(unsafe_code)]
+
 pub mod buffer_budget;
 pub mod clock;
 pub mod clock_skew;

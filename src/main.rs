@@ -1,5 +1,9 @@
 //! CLI entry: `--dump` for Kong's query_cmd, otherwise serve the socket.
 
+// No unsafe code in the product: everything it needs from the OS comes through std,
+// tokio or /proc text.
+#![forbid(unsafe_code)]
+
 use std::process::ExitCode;
 
 use ghasi_plugin_server::config::{LogFormat, Settings};
