@@ -46,14 +46,7 @@ impl Env {
 
     /// The metrics listener's address, once the server announced it.
     fn metrics_addr(&self) -> String {
-        for _ in 0..500 {
-            if let Some(line) = self.server.logs().lines().find(|l| l.contains("serving /metrics")) {
-                let addr = line.split("addr=").nth(1).and_then(|rest| rest.split_whitespace().next());
-                return addr.expect("the listener line names its address").to_owned();
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        panic!("the metrics listener never announced itself:\n{}", self.server.logs());
+        self.server.metrics_addr()
     }
 
     /// The plugin with the auth-service settings plus `extra`.

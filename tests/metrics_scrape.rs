@@ -4,25 +4,8 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
-
 use common::http::{get, sample};
-use common::Server;
-
-fn start_with_metrics(extra: &[&str]) -> (Server, String) {
-    let mut args = vec!["--metrics-listen".to_owned(), "127.0.0.1:0".to_owned()];
-    args.extend(extra.iter().map(|s| s.to_string()));
-    let server = Server::start_with(common::Options { args, ..Default::default() });
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Some(line) = server.logs().lines().find(|l| l.contains("serving /metrics")) {
-            let addr = line.split("addr=").nth(1).unwrap().split_whitespace().next().unwrap().to_owned();
-            return (server, addr);
-        }
-        assert!(Instant::now() < deadline, "metrics listener never announced: {}", server.logs());
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
+use common::start_with_metrics;
 
 /// The rows of the README's metrics table: (metric names, whole row).
 fn readme_metric_rows() -> Vec<(Vec<String>, String)> {

@@ -7,27 +7,11 @@ use std::time::{Duration, Instant};
 
 use common::http::{get, sample};
 use common::raw::{map, start_script, Conn};
-use common::Server;
+use common::{start_with_metrics, Server};
 use rmpv::Value;
 use serde_json::json;
 
 /// Starts the server with the metrics listener on a free loopback port; returns the address.
-pub fn start_with_metrics(extra: &[&str]) -> (Server, String) {
-    let mut args = vec!["--metrics-listen".to_owned(), "127.0.0.1:0".to_owned()];
-    args.extend(extra.iter().map(|s| s.to_string()));
-    let options = common::Options { args, ..Default::default() };
-    let server = Server::start_with(options);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let logs = server.logs();
-        if let Some(line) = logs.lines().find(|l| l.contains("serving /metrics")) {
-            let addr = line.split("addr=").nth(1).unwrap().split_whitespace().next().unwrap().to_owned();
-            return (server, addr);
-        }
-        assert!(Instant::now() < deadline, "metrics listener never announced: {logs}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
 
 #[test]
 fn core_metrics_count_connections_rpc_errors_bad_frames_and_reaped_events() {

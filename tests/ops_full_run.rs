@@ -18,17 +18,6 @@ async fn http_get(addr: &str, path: &str) -> (u16, String) {
     tokio::task::spawn_blocking(move || get(&addr, &path)).await.unwrap()
 }
 
-fn metrics_addr(server: &Server) -> String {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        if let Some(line) = server.logs().lines().find(|l| l.contains("serving /metrics")) {
-            return line.split("addr=").nth(1).unwrap().split_whitespace().next().unwrap().to_owned();
-        }
-        assert!(Instant::now() < deadline, "no metrics listener:\n{}", server.logs());
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_health_and_logs_after_a_mixed_run() {
     let auth = DevAuthService::start(DevConfig::for_tests()).await.unwrap();
@@ -39,7 +28,7 @@ async fn metrics_health_and_logs_after_a_mixed_run() {
     };
     options.env.push(("GHASI_LOG".into(), "trace".into()));
     let server = Server::start_with(options);
-    let addr = metrics_addr(&server);
+    let addr = server.metrics_addr();
 
     // Not ready while the warmed JWKS cannot be loaded; ready as soon as it can.
     let (status, body) = http_get(&addr, "/ready").await;

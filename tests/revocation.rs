@@ -33,7 +33,7 @@ impl Node {
         options.env.push(("GHASI_REVOCATION_REDIS_URL".into(), redis.url()));
         let server = Server::start_with(options);
         let kong = Kong::new(server.socket());
-        let metrics = metrics_addr(&server);
+        let metrics = server.metrics_addr();
         Node { server, kong, metrics }
     }
 
@@ -55,17 +55,6 @@ impl Node {
             h["state"] == "subscribed" && h["subscriptions"].as_u64() >= Some(subscriptions)
         });
     }
-}
-
-fn metrics_addr(server: &Server) -> String {
-    for _ in 0..500 {
-        if let Some(line) = server.logs().lines().find(|l| l.contains("serving /metrics")) {
-            let addr = line.split("addr=").nth(1).and_then(|rest| rest.split_whitespace().next());
-            return addr.expect("the listener line names its address").to_owned();
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    panic!("the metrics listener never announced itself:\n{}", server.logs());
 }
 
 fn wait_for(what: &str, mut done: impl FnMut() -> bool) -> Duration {
@@ -289,7 +278,7 @@ async fn a_redis_that_hangs_or_answers_garbage_never_holds_up_a_request() {
         let mut options = Options { args: vec!["--metrics-listen".into(), "127.0.0.1:0".into()], ..Options::default() };
         options.env.push(("GHASI_REVOCATION_REDIS_URL".into(), url));
         let server = Server::start_with(options);
-        let node = Node { kong: Kong::new(server.socket()), metrics: metrics_addr(&server), server };
+        let node = Node { kong: Kong::new(server.socket()), metrics: server.metrics_addr(), server };
         let plugin = node
             .kong
             .plugin("ghasi-api-key-lookup", json!({"auth_service_url": auth.url(), "service_token": SERVICE_TOKEN}));

@@ -27,16 +27,8 @@ fn start_listening_on(listen: &str, extra: &[&str], env: &[(&str, &str)]) -> (Se
     args.extend(extra.iter().map(|s| s.to_string()));
     let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
     let server = Server::start_with(Options { args, env });
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let logs = server.logs();
-        if let Some(line) = logs.lines().find(|l| l.contains("serving /metrics")) {
-            let addr = line.split("addr=").nth(1).unwrap().split_whitespace().next().unwrap().to_owned();
-            return (server, addr);
-        }
-        assert!(Instant::now() < deadline, "metrics listener never announced: {logs}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let addr = server.metrics_addr();
+    (server, addr)
 }
 
 /// Runs the binary to completion (it is expected to refuse to start), bounded in time.

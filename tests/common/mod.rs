@@ -110,6 +110,21 @@ impl Server {
         std::fs::read_to_string(&self.log_path).unwrap_or_default()
     }
 
+    /// The address of the `--metrics-listen` listener, once the server announced it (port 0
+    /// resolves to a real port only there).
+    pub fn metrics_addr(&self) -> String {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let logs = self.logs();
+            if let Some(line) = logs.lines().find(|l| l.contains("serving /metrics")) {
+                let addr = line.split("addr=").nth(1).and_then(|rest| rest.split_whitespace().next());
+                return addr.expect("the listener line names its address").to_owned();
+            }
+            assert!(Instant::now() < deadline, "the metrics listener never announced itself:\n{logs}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     pub fn signal(&self, sig: i32) {
         // SAFETY: plain kill(2) on our own child's pid.
         unsafe { libc::kill(self.child.id() as i32, sig) };
@@ -137,4 +152,13 @@ impl Drop for Server {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// A server with `--metrics-listen 127.0.0.1:0` plus `extra`, and its metrics address.
+pub fn start_with_metrics(extra: &[&str]) -> (Server, String) {
+    let mut args = vec!["--metrics-listen".to_owned(), "127.0.0.1:0".to_owned()];
+    args.extend(extra.iter().map(|s| s.to_string()));
+    let server = Server::start_with(Options { args, ..Default::default() });
+    let addr = server.metrics_addr();
+    (server, addr)
 }
