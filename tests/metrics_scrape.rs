@@ -1,4 +1,4 @@
-//! A scrape of a fresh server already lists every metric the README documents (counters at
+//! A scrape of a fresh server already lists every metric docs/operations.md documents (counters at
 //! 0, so alerts on `rate()` see the first increment), the `process_*` metrics an SRE watches,
 //! the build info, and `ghasi_ready` agreeing with `/ready`.
 
@@ -7,10 +7,11 @@ mod common;
 use common::http::{get, sample};
 use common::start_with_metrics;
 
-/// The rows of the README's metrics table: (metric names, whole row).
-fn readme_metric_rows() -> Vec<(Vec<String>, String)> {
-    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
-    let table = readme.split("\n### Metrics\n").nth(1).expect("README has a Metrics section");
+/// The rows of the metrics reference (docs/operations.md, linked from the README): (metric
+/// names, whole row).
+fn documented_metric_rows() -> Vec<(Vec<String>, String)> {
+    let reference = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/operations.md")).unwrap();
+    let table = reference.split("\n### Metrics\n").nth(1).expect("docs/operations.md has a Metrics section");
     let table = table.split("\n### ").next().unwrap();
     let rows: Vec<_> = table
         .lines()
@@ -39,14 +40,14 @@ fn a_fresh_server_exposes_every_documented_metric() {
     let (status, metrics) = get(&addr, "/metrics");
     assert_eq!(status, 200);
     let mut checked = 0;
-    for (names, row) in readme_metric_rows() {
+    for (names, row) in documented_metric_rows() {
         // Series labelled by a Kong route id or a JWKS URL cannot exist before Kong's first
-        // request names them; the README says so in the row.
+        // request names them; the reference says so in the row.
         if row.contains("appears with") {
             continue;
         }
         for name in names {
-            assert!(has_sample(&metrics, &name), "README lists {name}, a fresh scrape lacks it:\n{metrics}");
+            assert!(has_sample(&metrics, &name), "docs/operations.md lists {name}, a fresh scrape lacks it:\n{metrics}");
             checked += 1;
         }
     }
