@@ -886,8 +886,7 @@ async fn every_config_field_is_validated_dumped_with_its_default_and_documented(
     assert_eq!(fields.len(), FIELDS.len());
     // The configuration reference (the README links to it) documents every field.
     let reference = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/configuration.md")).unwrap();
-    let section =
-        reference.split("\n## ghasi-jwt").nth(1).expect("docs/configuration.md has a '## ghasi-jwt' section");
+    let section = reference.split("\n## ghasi-jwt").nth(1).expect("docs/configuration.md has a '## ghasi-jwt' section");
     let section = section.split("\n## ").next().unwrap();
     for field in FIELDS {
         let def = fields.iter().find_map(|f| f.get(field.name)).unwrap_or_else(|| panic!("{} not dumped", field.name));

@@ -47,7 +47,10 @@ fn a_fresh_server_exposes_every_documented_metric() {
             continue;
         }
         for name in names {
-            assert!(has_sample(&metrics, &name), "docs/operations.md lists {name}, a fresh scrape lacks it:\n{metrics}");
+            assert!(
+                has_sample(&metrics, &name),
+                "docs/operations.md lists {name}, a fresh scrape lacks it:\n{metrics}"
+            );
             checked += 1;
         }
     }
