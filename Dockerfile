@@ -1,6 +1,6 @@
 # syntax=docker/dockerfile:1
 #
-# Images for running real Kong with ghasi-plugin-server (README "Running with real Kong (Docker)").
+# Images for running real Kong with ghasi-plugin-server (README.md#running-with-real-kong-docker).
 #
 #   docker build -t ghasi-kong .                              Kong 3.9 + the plugin server (default)
 #   docker build --target dev-auth-service -t ghasi-dev-auth .  the dev auth-service stand-in

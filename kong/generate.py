@@ -158,7 +158,7 @@ REDIS_FIELDS = ("host", "port", "password", "ssl", "ssl_verify", "server_name", 
 
 
 def rate_limit_policy(env: dict, kong: str) -> dict:
-    """policy and, for "redis", where the cluster's shared counters live (design.md section 7):
+    """policy and, for "redis", where the cluster's shared counters live (docs/gateway.md#scale-out-redis):
     nested config.redis.* on Kong 3.6+, the flat redis_* fields before (3.6 and 3.7 still
     accept those as deprecated aliases, so the 3.4 files load there too)."""
     policy = env.get("rate_limit_policy", "local")
@@ -319,7 +319,7 @@ def conf_entries(src: dict, variant: str) -> list[tuple[str, str]]:
 
 def real_ip_entries(src: dict) -> list[tuple[str, str]]:
     """Kong behind a load balancer: take the client address from the balancer's header, so
-    per-IP rate limits count clients, not the balancer (README "Scale-out (Redis)")."""
+    per-IP rate limits count clients, not the balancer (docs/gateway.md#scale-out-redis)."""
     r = src.get("real_ip")
     if not r:
         return []
@@ -350,14 +350,14 @@ CONF_NOTES = {
 
 REAL_IP_NOTE = (
     "# real_ip_header / real_ip_recursive / trusted_ips: the client address behind a load\n"
-    "# balancer (per-IP rate limits); set trusted_ips to your balancer's addresses (README\n"
-    "# \"Scale-out (Redis)\").\n"
+    "# balancer (per-IP rate limits); set trusted_ips to your balancer's addresses\n"
+    "# (docs/gateway.md#scale-out-redis).\n"
 )
 
 TIMEOUT_NOTE = (
     "# The three nginx_http_lua_socket_* bounds apply to every Lua cosocket of the http subsystem\n"
-    "# that sets no timeout of its own (the plugin-server RPC, custom plugins, ...); README\n"
-    "# \"kong.conf for Kong 3.4-3.8 and 3.9+\" explains the values.\n"
+    "# that sets no timeout of its own (the plugin-server RPC, custom plugins, ...);\n"
+    "# docs/configuration.md#the-socket-timeouts explains the values.\n"
 )
 
 
@@ -390,8 +390,8 @@ def render_all(src: dict) -> dict[Path, str]:
             doc = deck_state(src, env_name, env, target["kong"])
             note = (
                 f"# Environment: {env_name}. Target: {target['title']}.\n"
-                "# Routes, auth and rate limits: seeds/003 (customer portal); README\n"
-                "# \"Routes and rate limits (kong/kong.yaml)\".\n"
+                "# Routes, auth and rate limits: the customer portal's contract\n"
+                "# (tests/fixtures/seed-003-customer-portal-routes.txt); docs/gateway.md.\n"
             )
             out[KONG_DIR / target["file"]] = HEADER + note + to_yaml(doc)
     for variant in ("3.4-3.8", "3.9"):

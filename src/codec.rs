@@ -1,7 +1,7 @@
 //! ③ Framing: exactly one MessagePack value ↔ bytes.
 //!
 //! Kong's stream has no length prefix: it is a plain concatenation of MessagePack objects
-//! (`kong-protocol.md` §2.1). To know whether a whole object has arrived we walk its
+//! (docs/protocol.md#socket-and-framing). To know whether a whole object has arrived we walk its
 //! structure without allocating ([`frame_len`]); only a complete object is decoded. "Not
 //! enough bytes yet" is `Ok(None)`, not an error. The walk also enforces the two limits that
 //! keep a hostile or broken peer from hurting the process: a maximum object size and a
@@ -190,7 +190,7 @@ mod tests {
 
     #[test]
     fn kong_str16_config_example_is_one_frame() {
-        // kong-protocol.md §12, request 1 (fixstr config).
+        // docs/protocol.md#byte-level-example, request 1 (fixstr config).
         let hex = "9400 01B4 706C7567696E2E5374617274496E7374616E6365 9182 A44E616D65 A972757374 2D64656D6F A6436F6E666967 BC7B226D657373616765223A226869222C225F5F7365715F5F223A377D";
         let bytes: Vec<u8> = (0..hex.replace(' ', "").len())
             .step_by(2)

@@ -1,10 +1,12 @@
 //! ② One accepted connection: read a frame, serve it, write the answer on the same
-//! connection, repeat. Kong never pipelines (one request in flight per connection, §2.3),
-//! so requests are served in order. No event or instance state lives here.
+//! connection, repeat. Kong never pipelines (one request in flight per connection,
+//! docs/protocol.md#connections), so requests are served in order. No event or instance state lives
+//! here.
 //!
 //! A frame that cannot be decoded closes this connection only; a well-formed envelope with
 //! a bad method or parameter gets an error response and the connection stays open.
-//! Idle connections are never closed from our side: Kong owns the pool (§2.4).
+//! Idle connections are never closed from our side: Kong owns the pool
+//! (docs/protocol.md#connections).
 //!
 //! Frame detection resumes where the last read stopped ([`codec::FrameScanner`]), and the
 //! bytes of a frame still arriving are charged to the process-wide [`BufferBudget`].
@@ -52,7 +54,7 @@ impl ConnectionError {
 
 pub struct Limits {
     pub max_frame_bytes: usize,
-    /// Send `[2, "serverPid", pid]` first on every connection (§4.7).
+    /// Send `[2, "serverPid", pid]` first on every connection (docs/protocol.md#serverpid).
     pub send_server_pid: bool,
     /// Shared by all connections: bytes of incomplete frames.
     pub buffer_budget: BufferBudget,

@@ -1,6 +1,6 @@
 //! ⑥ Serves one parsed RPC against the registry. The one place where domain failures
 //! become the error strings Kong sees (e.g. `no plugin instance 7`, which makes Kong
-//! recreate the instance and retry the event, `kong-protocol.md` §7.2).
+//! recreate the instance and retry the event, docs/protocol.md#errors).
 
 use std::sync::Arc;
 
@@ -96,7 +96,8 @@ fn start_instance(registry: &Registry, name: &str, config: &[u8]) -> Result<Valu
     Ok(instance.status())
 }
 
-/// `{Pid, Plugins: {name: {Name, Instances, …}}}`, mirroring the reference servers (§4.6).
+/// `{Pid, Plugins: {name: {Name, Instances, …}}}`, mirroring the reference servers
+/// (docs/protocol.md#methods).
 fn status(registry: &Registry) -> Value {
     let instances = registry.instances();
     let plugins = registry

@@ -5,17 +5,19 @@
 //! the future is *parked* in the registry until Kong's next Step (on whichever connection)
 //! brings the answer and polls it again, right there in that connection's task. The event
 //! ends when the handler returns (`"ret"`) or makes a terminal call
-//! (`kong.response.exit`/`error`, never answered by Kong, §5.4). Parked events that Kong
-//! abandons are reaped ([`Registry::reap_abandoned`]): dropping the future ends them.
+//! (`kong.response.exit`/`error`, never answered by Kong, docs/protocol.md#terminal-calls). Parked
+//! events that Kong abandons are reaped ([`Registry::reap_abandoned`]): dropping the future ends
+//! them.
 //!
 //! Why not a task per event: every Step would then hop task to task twice (hand the answer
 //! over, wait for the next call), each hop a wake-up and often a thread switch. Those hops
-//! cost more CPU than the plugin work itself (benchmarked, README "Benchmark"). While the
+//! cost more CPU than the plugin work itself (benchmarked, docs/benchmark.md). While the
 //! plugin awaits real I/O (auth-service, JWKS) the connection task serving the RPC awaits
-//! with it, which is what it would do anyway: Kong never pipelines (§2.3).
+//! with it, which is what it would do anyway: Kong never pipelines (docs/protocol.md#connections).
 //!
 //! A handler that fails or panics must still answer, or Kong's request would stall for
-//! 60 s and then proceed without the plugin (§16): in `access` it answers 500 (fail closed).
+//! 60 s and then proceed without the plugin (docs/protocol.md#connections): in `access` it answers
+//! 500 (fail closed).
 
 use std::future::Future;
 use std::panic::AssertUnwindSafe;

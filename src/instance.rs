@@ -31,7 +31,8 @@ impl Instance {
         Instance { id, spec, plugin, config, start_time, route }
     }
 
-    /// `{Name, Id, Config, StartTime}`: StartInstance's result and InstanceStatus (§4.1, §4.6).
+    /// `{Name, Id, Config, StartTime}`: StartInstance's result and InstanceStatus
+    /// (docs/protocol.md#startinstance).
     pub fn status(&self) -> Value {
         map([
             ("Name", Value::from(self.spec.name)),

@@ -61,7 +61,8 @@ pub fn served_plugins() -> Vec<&'static PluginSpec> {
     specs
 }
 
-/// The `--dump` output: a JSON array of plugin-info objects (`kong-protocol.md` §8.1).
+/// The `--dump` output: a JSON array of plugin-info objects
+/// (docs/protocol.md#plugin-discovery-the-dump).
 pub fn dump(only: Option<&str>) -> Result<String, String> {
     let specs = served_plugins();
     let chosen: Vec<_> = match only {

@@ -2,7 +2,7 @@
 //!
 //! Why: Kong reads the plugin server's stdout/stderr and writes each line into its own error
 //! log at INFO level only, so at Kong's default `log_level = notice` every warning and error
-//! we print is dropped (see the README, "Logs"). The file receives the same lines as stderr,
+//! we print is dropped (see docs/operations.md#logs). The file receives the same lines as stderr,
 //! whatever Kong's level.
 //!
 //! The file is opened for appending (several processes and restarts may share it; each line

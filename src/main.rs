@@ -12,7 +12,8 @@ use ghasi_plugin_server::log_file::LogFile;
 fn main() -> ExitCode {
     let settings = Settings::from_args();
     if settings.dump {
-        // stdout carries only the JSON: Kong decodes all of it (kong-protocol.md §8.1).
+        // stdout carries only the JSON: Kong decodes all of it
+        // (docs/protocol.md#plugin-discovery-the-dump).
         return match ghasi_plugin_server::dump(settings.plugin.as_deref()) {
             Ok(json) => {
                 println!("{json}");

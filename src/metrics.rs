@@ -19,7 +19,7 @@ use prometheus_client::registry::Registry;
 pub struct DecisionLabels {
     pub plugin: &'static str,
     pub route: String,
-    /// `ok`, `anonymous`, or an error code of design.md §2.
+    /// `ok`, `anonymous`, or an error code of README.md#error-codes.
     pub code: &'static str,
 }
 

@@ -1,6 +1,6 @@
 //! ⑦ Process-wide state shared by every connection: plugins, instances, parked events and id
 //! counters. Kong sends one event's Steps over different pooled connections, so nothing
-//! lives in a connection (`kong-protocol.md` §2.3). Cheap to clone (an `Arc`), like
+//! lives in a connection (docs/protocol.md#connections). Cheap to clone (an `Arc`), like
 //! mini-redis's `Db`. Locks are held only for map operations, never across an await.
 
 use std::collections::HashMap;

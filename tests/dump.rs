@@ -1,4 +1,5 @@
-//! `--dump`: what Kong's query_cmd parser accepts on Kong ≤3.8 and 3.9+ (kong-protocol.md §8).
+//! `--dump`: what Kong's query_cmd parser accepts on Kong ≤3.8 and 3.9+
+//! (docs/protocol.md#plugin-discovery-the-dump).
 
 use std::process::Command;
 

@@ -184,7 +184,7 @@ fn calls(out: &EventOutcome) -> Vec<&str> {
     out.pdk_calls.iter().map(String::as_str).collect()
 }
 
-/// Let through with exactly the three PDK calls of design.md §6.
+/// Let through with exactly the three PDK calls of docs/design.md#round-trips-are-the-cost.
 #[track_caller]
 fn assert_admitted(out: &EventOutcome) {
     assert!(out.continues(), "refused: {:?}", out.exit.as_ref().map(|e| e.body_text()));
@@ -299,7 +299,7 @@ async fn set_kong_consumer_authenticates_a_virtual_consumer() {
     };
     assert_eq!(field("id").as_deref(), Some(fixtures::ACCOUNT_ACME));
     assert_eq!(field("username").as_deref(), Some(fixtures::EMAIL_ALICE));
-    assert!(req.credential().is_none(), "no credential, on purpose (design.md §1)");
+    assert!(req.credential().is_none(), "no credential, on purpose (docs/design.md#identity-contract)");
 }
 
 #[tokio::test]

@@ -1,16 +1,16 @@
 //! The Kong configuration in kong/ against the customer portal's route table and rate limits.
 //!
 //! Expectations come from tests/fixtures/seed-003-customer-portal-routes.txt, a verbatim copy
-//! of shared/seeds/003_… (compared with the original when shared/ is beside the repository).
-//! The few decisions the seed leaves open are the constants below, each documented in the
-//! README section "Routes and rate limits (kong/kong.yaml)".
+//! of the portal team's document (compared with the original, SEED_ORIGINAL, only when the team's
+//! shared folder is beside the repository). The few decisions the seed leaves open are the
+//! constants below, each documented in docs/gateway.md#routes-and-rate-limits-kongkongyaml.
 
 use serde_yaml::Value;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 const FIXTURE: &str = "tests/fixtures/seed-003-customer-portal-routes.txt";
-const SEED_ORIGINAL: &str = "../shared/seeds/003_edf6ee1873174c17.txt";
+const SEED_ORIGINAL: &str = "../shared/seeds/003_edf6ee1873174c17.txt"; // doc-refs: allow (optional provenance check)
 
 /// Every decK state file with routes, and whether it targets Kong 3.8+ (acl option
 /// `always_use_authenticated_groups`, which 3.4–3.7 reject).
@@ -146,7 +146,8 @@ fn auth_kind(r: &SeedRoute) -> AuthKind {
     }
 }
 
-/// Which of the seed's rate-limit groups a route belongs to (README: "Routes and rate limits").
+/// Which of the seed's rate-limit groups a route belongs to
+/// (docs/gateway.md#routes-and-rate-limits-kongkongyaml).
 fn limit_for<'a>(seed: &'a Seed, r: &SeedRoute) -> Option<&'a SeedLimit> {
     let group = |prefix: &str| {
         seed.limits
@@ -303,7 +304,7 @@ fn check_deck_file(rel: &str, kong_38_plus: bool, seed: &Seed) {
                 } else {
                     assert!(key.is_none(), "{what}: Bearer-only route takes no API key");
                 }
-                // The fail-closed guard (design.md §1).
+                // The fail-closed guard (docs/design.md#fail-closed-guard).
                 let acl = acl.unwrap_or_else(|| panic!("{what}: acl guard missing"));
                 let ac = config(acl);
                 assert_eq!(strings(ac.get("allow")), [jwt_group.to_string()], "{what}: acl allow");
@@ -460,10 +461,10 @@ fn is_deck_env(v: Option<&Value>) -> bool {
     v.and_then(Value::as_str).is_some_and(|t| t.starts_with("${{ env \"DECK_") && t.ends_with("\" }}"))
 }
 
-/// design.md §7: every rate limit of a multi-node environment counts per cluster, in Redis, with
-/// the address and TLS from decK's environment and the password from a Kong vault; the nested
-/// `redis` record on Kong 3.6+, the flat `redis_*` fields for the 3.4–3.7 files. The single-node
-/// files (compose, quick start) count locally.
+/// docs/gateway.md#scale-out-redis: every rate limit of a multi-node environment counts per
+/// cluster, in Redis, with the address and TLS from decK's environment and the password from a Kong
+/// vault; the nested `redis` record on Kong 3.6+, the flat `redis_*` fields for the 3.4–3.7 files.
+/// The single-node files (compose, quick start) count locally.
 #[test]
 fn multi_node_rate_limits_count_in_redis_and_single_node_ones_locally() {
     let files = [

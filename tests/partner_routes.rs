@@ -7,8 +7,8 @@
 //! So partners get routes of their own (`auth = "partner_key"` in kong/gateway.toml).
 //!
 //! Why not the emulator front: it does not emulate key-auth, consumers or credentials (see
-//! README "Kong emulator", *Not emulated*), and the hazard rests on Kong's undefined order
-//! of equal priorities, which no emulation would reproduce faithfully. So these tests check
+//! docs/development.md#kong-emulator, *Not emulated*), and the hazard rests on Kong's undefined
+//! order of equal priorities, which no emulation would reproduce faithfully. So these tests check
 //! the shape of what kong/generate.py renders.
 
 use std::path::{Path, PathBuf};

@@ -1,8 +1,8 @@
 //! ⑨ The PDK handle a plugin uses to call Kong, typed and async; plugins never see msgpack.
 //!
-//! Every call costs a round trip through Kong's Lua (design.md §6), which dominates the
-//! price of a request, so the API offers the batch forms (`get_headers`, `set_headers`) and
-//! plugins are expected to use as few calls as possible.
+//! Every call costs a round trip through Kong's Lua (docs/design.md#round-trips-are-the-cost),
+//! which dominates the price of a request, so the API offers the batch forms (`get_headers`,
+//! `set_headers`) and plugins are expected to use as few calls as possible.
 //!
 //! A call is left in the event's [`Mailbox`] as an [`Outgoing`] and the plugin's future
 //! suspends. Whoever is serving the event's current RPC (HandleEvent, then each Step, on
@@ -10,8 +10,8 @@
 //! to Kong as the RPC's result; Kong's answer comes back with the next Step, goes into the
 //! mailbox, and that Step polls the future again. No task, channel or wake-up stands
 //! between a Step and the plugin code it resumes (see [`crate::event`] for why).
-//! `kong.response.exit`/`error` are terminal: Kong never answers them (§5.4), so the handle
-//! refuses any call after them.
+//! `kong.response.exit`/`error` are terminal: Kong never answers them
+//! (docs/protocol.md#terminal-calls), so the handle refuses any call after them.
 
 pub mod client;
 pub mod ctx;

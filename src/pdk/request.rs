@@ -9,8 +9,8 @@ use crate::rpc::value;
 
 pub struct Request<'a>(pub(super) &'a mut Pdk);
 
-/// Request headers as Kong's multi-map (§5.3): lower-case names, every value an array of
-/// raw byte strings (header values need not be UTF-8).
+/// Request headers as Kong's multi-map (docs/protocol.md#pdk-results): lower-case names, every
+/// value an array of raw byte strings (header values need not be UTF-8).
 #[derive(Debug, Default, Clone)]
 pub struct Headers(HashMap<String, Vec<Vec<u8>>>);
 

@@ -8,7 +8,7 @@ pub struct ServiceRequest<'a>(pub(super) &'a mut Pdk);
 
 /// A batch of header changes applied with one `kong.service.request.set_headers` round trip.
 /// Removing is setting an empty array (`ngx.req.set_header(name, {})`), which works on Kong
-/// 3.4 and 3.9 alike (`kong-protocol.md` §16.1), so one call both writes and deletes.
+/// 3.4 and 3.9 alike (docs/protocol.md#pdk-calls), so one call both writes and deletes.
 #[derive(Debug, Default, Clone)]
 pub struct HeaderChanges(Vec<(Value, Value)>);
 

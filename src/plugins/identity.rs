@@ -1,5 +1,5 @@
-//! The identity contract both plugins honour (design.md §1) and the round-trip-frugal way
-//! of applying it (design.md §6).
+//! The identity contract both plugins honour (docs/design.md#identity-contract) and the
+//! round-trip-frugal way of applying it (docs/design.md#round-trips-are-the-cost).
 //!
 //! On success exactly one `kong.service.request.set_headers` writes the identity headers
 //! *and* removes every reserved header we do not set plus the credential headers to hide
@@ -180,7 +180,7 @@ pub async fn admit_with(
     pdk.ctx_shared().set("authenticated_groups", groups).await?;
     if admission.set_kong_consumer {
         // A virtual consumer and no credential: on Kong 3.4–3.7 acl honours authenticated
-        // groups only for a consumer without a credential (design.md §1).
+        // groups only for a consumer without a credential (docs/design.md#identity-contract).
         let consumer = Value::Map(vec![
             (Value::from("id"), Value::from(identity.account_id.as_str())),
             (Value::from("username"), Value::from(identity.consumer_username.as_str())),

@@ -17,7 +17,7 @@ use serde_json::{json, Value};
 
 use crate::pdk::Pdk;
 
-/// Kong phases a plugin may declare (`kong-protocol.md` §6.1).
+/// Kong phases a plugin may declare (docs/protocol.md#handleevent).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Phase {
     Access,
@@ -53,7 +53,7 @@ pub struct PluginSpec {
 }
 
 impl PluginSpec {
-    /// One entry of Kong's `query_cmd` output (`kong-protocol.md` §8.1).
+    /// One entry of Kong's `query_cmd` output (docs/protocol.md#plugin-discovery-the-dump).
     pub fn info(&self) -> Value {
         json!({
             "Name": self.name,

@@ -1,8 +1,8 @@
-//! The one mapping from authentication failures to what the client sees (design.md §2),
-//! shared by both plugins: `kong.response.exit` with an RFC 9457 `application/problem+json`
-//! body carrying a stable `code`, `WWW-Authenticate` (RFC 6750 for Bearer, `ApiKey` for
-//! keys) and `Retry-After` on 503. Bodies are fixed texts: no key, token or claim value ever
-//! appears in them.
+//! The one mapping from authentication failures to what the client sees
+//! (docs/design.md#errors-a-client-sees), shared by both plugins: `kong.response.exit` with an RFC
+//! 9457 `application/problem+json` body carrying a stable `code`, `WWW-Authenticate` (RFC 6750 for
+//! Bearer, `ApiKey` for keys) and `Retry-After` on 503. Bodies are fixed texts: no key, token or
+//! claim value ever appears in them.
 
 use std::sync::OnceLock;
 

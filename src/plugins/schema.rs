@@ -165,7 +165,7 @@ impl Field {
         }
     }
 
-    /// This field as a Kong schema field definition (`kong-protocol.md` §8.2).
+    /// This field as a Kong schema field definition (docs/protocol.md#schema).
     fn kong_definition(&self) -> Value {
         let mut def = Map::new();
         let one_of = (!self.one_of.is_empty()).then(|| json!(self.one_of));
@@ -243,7 +243,7 @@ impl Field {
                 Ok(json!(i))
             }
             (Type::Boolean, Value::Bool(b)) => Ok(Value::Bool(b)),
-            // An empty Lua table may reach us as `{}` (kong-protocol.md §15.7).
+            // An empty Lua table may reach us as `{}` (docs/protocol.md#encoding).
             (Type::StringArray, Value::Object(o)) if o.is_empty() => self.check(Value::Array(Vec::new())),
             (Type::StringArray, Value::Array(items)) => {
                 if let Some(n) = self.len_min {

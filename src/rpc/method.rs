@@ -1,4 +1,4 @@
-//! ⑤ Interprets a request's method name and parameter (`kong-protocol.md` §3–§4).
+//! ⑤ Interprets a request's method name and parameter (docs/protocol.md#methods).
 //!
 //! Every method whose name starts with `plugin.Step` is a Step carrying an untyped PDK
 //! result (`StepMultiMap`, `StepCredential`, … differ only in how Kong shaped `Data`);
@@ -17,7 +17,8 @@ pub enum Method {
     CloseInstance {
         id: u64,
     },
-    /// `instance_id` is `None` in Kong 2.8/3.0's broken StartInstance-failure path (§4.1).
+    /// `instance_id` is `None` in Kong 2.8/3.0's broken StartInstance-failure path
+    /// (docs/protocol.md#startinstance).
     HandleEvent {
         instance_id: Option<u64>,
         event_name: String,

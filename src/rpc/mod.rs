@@ -1,4 +1,4 @@
-//! ④ MessagePack-RPC envelopes (`kong-protocol.md` §2.2).
+//! ④ MessagePack-RPC envelopes (docs/protocol.md#message-envelopes).
 //!
 //! Kong only sends requests `[0, msgid, method, [param]]`; we only send responses
 //! `[1, msgid, error, result]` and, optionally, the `serverPid` notification. A value that is
@@ -19,7 +19,8 @@ pub use method::Method;
 pub struct Request {
     pub msgid: u64,
     pub method: String,
-    /// `params[0]`: Kong always sends exactly one argument (§2.2). `Nil` if absent.
+    /// `params[0]`: Kong always sends exactly one argument (docs/protocol.md#message-envelopes).
+    /// `Nil` if absent.
     pub param: Value,
 }
 
@@ -113,8 +114,9 @@ pub fn read_common(frame: &[u8]) -> Option<(u64, Method)> {
     Some((msgid, method))
 }
 
-/// What HandleEvent and every Step answer (§5.2): `{EventId, Data}`, where `Data` is the
-/// event's next PDK call `{Method, Args}` or the string `"ret"` once the handler returned.
+/// What HandleEvent and every Step answer (docs/protocol.md#methods): `{EventId, Data}`, where
+/// `Data` is the event's next PDK call `{Method, Args}` or the string `"ret"` once the handler
+/// returned.
 #[derive(Debug)]
 pub struct StepResult {
     pub event_id: u64,
@@ -176,7 +178,8 @@ pub fn encode_response(msgid: u64, result: &Result<Reply, String>, out: &mut Vec
     }
 }
 
-/// `[2, "serverPid", pid]`: lets Kong drop instance ids cached from a previous process (§4.7).
+/// `[2, "serverPid", pid]`: lets Kong drop instance ids cached from a previous process
+/// (docs/protocol.md#serverpid).
 pub fn server_pid_notification(pid: u32) -> Value {
     Value::Array(vec![Value::from(2), Value::from("serverPid"), Value::from(pid)])
 }

@@ -1,5 +1,5 @@
-//! Helpers to read Kong's loosely typed MessagePack (§2.5): strings may arrive as `str` or
-//! `bin` and need not be UTF-8, numbers as ints or floats, maps as arrays when empty.
+//! Helpers to read Kong's loosely typed MessagePack (docs/protocol.md#encoding): strings may arrive
+//! as `str` or `bin` and need not be UTF-8, numbers as ints or floats, maps as arrays when empty.
 
 use rmpv::Value;
 

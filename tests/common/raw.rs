@@ -20,7 +20,7 @@ impl Conn {
         let stream = UnixStream::connect(socket).expect("connect");
         stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
         let mut conn = Conn { stream, buf: Vec::new(), server_pid: None };
-        // The server announces its pid first (kong-protocol.md §4.7).
+        // The server announces its pid first (docs/protocol.md#serverpid).
         let first = conn.read_value().expect("serverPid notification");
         let arr = first.as_array().expect("notification array").clone();
         assert_eq!(arr[0], Value::from(2), "first message must be a notification: {first:?}");

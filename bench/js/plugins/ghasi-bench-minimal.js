@@ -3,7 +3,7 @@
 // ghasi-bench-minimal: the benchmark's equivalent of ghasi-api-key-lookup on a cache hit,
 // for Kong's official JavaScript plugin server (npm kong-pdk 0.6.0).
 //
-// Same PDK calls as our plugin (design.md section 6), none of its work:
+// Same PDK calls as our plugin (docs/design.md#round-trips-are-the-cost), none of its work:
 //   success: kong.request.get_header, kong.service.request.set_headers (identity headers,
 //            key removed with an empty array), kong.ctx.shared.set("authenticated_groups")
 //   no key:  kong.request.get_header, kong.response.exit(401, problem+json)

@@ -1,6 +1,7 @@
 //! The two endpoints the plugin server calls — the API-key lookup and the JWKS — exactly as the
-//! auth-service contract (design §3, §4, README "Dev auth-service") specifies, with the fault
-//! switches applied in front of them.
+//! auth-service contract (docs/design.md#the-auth-service-contract,
+//! docs/development.md#dev-auth-service) specifies, with the fault switches applied in front of
+//! them.
 //!
 //! Why the order count → fault → service token → body → verdict: a request is counted the moment
 //! it arrives (tests assert "one auth-service call" even when the call fails), faults model the

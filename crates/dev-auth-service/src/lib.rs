@@ -2,7 +2,7 @@
 //! the contract the plugin server's client is written against, for local development and tests.
 //! It is **not** the product and never runs in production.
 //!
-//! What it serves (see the README section "Dev auth-service" for the wire contract):
+//! What it serves (see docs/development.md#dev-auth-service for the wire contract):
 //! * `POST {lookup_path}` (default `/internal/v1/api-keys/verify`): API-key lookup;
 //! * `GET /.well-known/jwks.json`: the public keys (RS256, ES256, EdDSA);
 //! * `POST /dev/tokens`, `POST /dev/rotate`: token minting and key rotation;

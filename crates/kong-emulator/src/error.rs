@@ -1,6 +1,6 @@
 //! Errors of the emulated Kong side, classified by what real Kong would do about them.
 //!
-//! Kong reacts to plugin-server failures in two ways (`kong-protocol.md` §7.2): most RPC
+//! Kong reacts to plugin-server failures in two ways (docs/protocol.md#errors): most RPC
 //! errors are logged and the plugin is skipped (the request continues, "fail open"), while
 //! protocol violations and a failed `StartInstance` raise a Lua error (HTTP 500 in access).
 //! [`Error::kong_effect`] tells callers which one applies.

@@ -1,4 +1,5 @@
-//! One plugin event, driven as Kong's `bridge_loop` and `handle_event` drive it (§5.1, §7.2).
+//! One plugin event, driven as Kong's `bridge_loop` and `handle_event` drive it
+//! (docs/protocol.md#step, docs/protocol.md#errors).
 //!
 //! `HandleEvent` starts the event; every `{Method, Args}` the server asks for is executed
 //! against the [`Request`] and answered with the `plugin.Step*` method Kong would choose,

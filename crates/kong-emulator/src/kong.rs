@@ -4,7 +4,7 @@
 //! connection, write `[0, msgid, method, [param]]`, read objects until a response, handle
 //! `serverPid` notifications on the way, validate type and msgid like Kong's asserts, and
 //! return the connection to the pool. msgids come from an "RPC object": one per plugin
-//! server in Kong ≤3.8, one per plugin in 3.9 (`kong-protocol.md` §2.2).
+//! server in Kong ≤3.8, one per plugin in 3.9 (docs/protocol.md#message-envelopes).
 
 use crate::connection::{Connection, RawConnection, ReadFailure};
 use crate::error::Error;

@@ -2,7 +2,7 @@
 //!
 //! Kong itself cannot run where this project is built and tested, so this crate reproduces
 //! what a Kong worker does on the plugin-server socket, byte for byte where it matters
-//! (`kong-protocol.md`): lua-MessagePack encoding ([`wire`]), the cosocket keepalive pool,
+//! (docs/protocol.md): lua-MessagePack encoding ([`wire`]), the cosocket keepalive pool,
 //! per-RPC-object msgids, the instance cache with `StartInstance`/`CloseInstance` and
 //! `no plugin instance` recovery, and the event loop that executes PDK calls against an
 //! in-memory [`Request`]. The `kong-emulator` binary adds an HTTP front reading decK YAML

@@ -2,7 +2,7 @@
 //!
 //! `kong-emulator echo --listen ADDR` answers every request with what it received.
 //! `kong-emulator front --listen ADDR --socket PATH --config kong/kong.yaml` plays Kong in
-//! front of the plugin server (see the crate docs and the README section "Kong emulator").
+//! front of the plugin server (see the crate docs and docs/development.md#kong-emulator).
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};

@@ -1,4 +1,5 @@
-//! Plugin configurations and Kong's per-worker instance cache (`kong-protocol.md` §4.1, §7).
+//! Plugin configurations and Kong's per-worker instance cache (docs/protocol.md#startinstance,
+//! docs/protocol.md#instance-cache-in-kong).
 //!
 //! A [`Plugin`] is one row of Kong's `plugins` entity: a name, a config and its scoping.
 //! Kong caches the server-side instance id per plugin id together with the config's

@@ -6,7 +6,7 @@
 //! least recently used idle connection is closed, and an idle connection the server closes
 //! (or writes to) is dropped rather than reused. [`PoolPolicy::Rotate`] deliberately
 //! spreads consecutive RPCs over different connections, which is allowed by Kong's design
-//! and proves that the server keeps no per-connection state (`kong-protocol.md` §2.3).
+//! and proves that the server keeps no per-connection state (docs/protocol.md#connections).
 
 use crate::connection::Connection;
 use crate::error::Error;

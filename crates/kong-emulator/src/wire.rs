@@ -5,7 +5,7 @@
 //! msgpack encoder: strings never use `str8`, every number is a Lua double (integral ones go
 //! out in the smallest integer format, the rest as float64), and an empty Lua table is an
 //! empty *array*. The plugin server under test must cope with exactly these bytes
-//! (`kong-protocol.md` §2.5, byte examples in §12).
+//! (docs/protocol.md#encoding, byte examples in docs/protocol.md#byte-level-example).
 //!
 //! Values travel as [`rmpv::Value`]. Before a value that came *from* the server is used on the
 //! Kong side it goes through [`to_lua`], which applies what decoding into a Lua table loses

@@ -1,5 +1,5 @@
-//! The encoder against the byte-level examples of `kong-protocol.md` §12 and the
-//! lua-MessagePack rules of §2.5.
+//! The encoder against the byte-level examples of docs/protocol.md#byte-level-example and the
+//! lua-MessagePack rules of docs/protocol.md#encoding.
 
 use kong_emulator::wire::{self, StepData};
 use kong_emulator::Value;

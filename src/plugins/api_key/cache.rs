@@ -1,6 +1,6 @@
-//! The verdict cache of `ghasi-api-key-lookup` (design.md §3): process-wide, keyed by a keyed
-//! hash of the API key, with single-flight lookups and separate budgets for valid and invalid
-//! keys.
+//! The verdict cache of `ghasi-api-key-lookup` (docs/design.md#api-key-verdict-cache):
+//! process-wide, keyed by a keyed hash of the API key, with single-flight lookups and separate
+//! budgets for valid and invalid keys.
 //!
 //! * **Keyed hash, never the key.** Entries are keyed by `HMAC-SHA256(pepper, key)` (its first
 //!   128 bits) with a random pepper drawn once per process, so neither the cache nor a memory

@@ -1,5 +1,5 @@
 //! The auth-service client of `ghasi-api-key-lookup`: one POST per lookup, its answer turned
-//! into a typed [`Answer`] (design.md §3, README "ghasi-api-key-lookup").
+//! into a typed [`Answer`] (docs/design.md#the-auth-service-contract).
 //!
 //! The contract: `POST {auth_service_url}{lookup_path}` with `{"api_key": "…"}` (and
 //! `Authorization: Bearer <service_token>` when configured); `200` with the key's identity →
@@ -11,9 +11,9 @@
 //!
 //! The HTTP client (connection pool) is process-wide per `auth_service_url`: Kong creates one
 //! plugin instance per config per nginx worker, and they must share connections, not open N
-//! pools against the same service (design.md §5). Trouble is reported here, as a warning that
-//! is rate-limited per auth-service so an outage does not flood the logs. Nothing logged here
-//! contains the key: it only travels in the request body.
+//! pools against the same service (docs/design.md#caches-and-their-lifetimes). Trouble is reported
+//! here, as a warning that is rate-limited per auth-service so an outage does not flood the logs.
+//! Nothing logged here contains the key: it only travels in the request body.
 
 use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};

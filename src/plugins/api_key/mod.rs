@@ -1,6 +1,7 @@
-//! `ghasi-api-key-lookup`: resolves a customer API key against auth-service (design.md §3).
+//! `ghasi-api-key-lookup`: resolves a customer API key against auth-service
+//! (docs/design.md#ghasi-api-key-lookup).
 //!
-//! One request, in PDK calls (design.md §6):
+//! One request, in PDK calls (docs/design.md#round-trips-are-the-cost):
 //!
 //! | path | calls |
 //! |---|---|

@@ -121,8 +121,9 @@ impl Config {
     }
 }
 
-/// What the access flow needs, computed once at StartInstance (design.md §6): parsed
-/// algorithms, signed leeway arithmetic, lower-case header names, the JWKS timings.
+/// What the access flow needs, computed once at StartInstance
+/// (docs/design.md#round-trips-are-the-cost): parsed algorithms, signed leeway arithmetic,
+/// lower-case header names, the JWKS timings.
 #[derive(Debug, Clone)]
 pub struct Policy {
     pub algorithms: Vec<Algorithm>,

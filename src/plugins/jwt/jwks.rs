@@ -22,8 +22,9 @@
 //! after auth-service rotated to that key.)
 //!
 //! A refresh that fails, returns non-JSON, or a set without one usable key never replaces the
-//! last good set (anchors (c) #13). Keys identical to the previous set's are kept as the same
-//! `Arc`, so verified-token cache entries survive a refresh that does not change their key.
+//! last good set (docs/design.md#jwks-refresh-rules). Keys identical to the previous set's are kept
+//! as the same `Arc`, so verified-token cache entries survive a refresh that does not change their
+//! key.
 //!
 //! All times come from [`clock::now`] so tests can move them without sleeping.
 
@@ -258,7 +259,7 @@ pub fn all() -> Vec<(String, Arc<JwksCache>)> {
 
 /// The one HTTP client of every JWKS fetch (connection reuse across instances). Redirects are
 /// not followed and no proxy from the environment is used: the JWKS URL is fixed in config and
-/// names an internal service (anchors (c) #14).
+/// names an internal service (docs/design.md#security-rules).
 fn client() -> &'static reqwest::Client {
     static CLIENT: OnceLock<reqwest::Client> = OnceLock::new();
     CLIENT.get_or_init(|| {
@@ -412,7 +413,7 @@ impl JwksCache {
         }
         if self.state.read().failures > 0 {
             // We could not ask auth-service: say so rather than calling a new kid invalid, and
-            // never negatively cache a transient failure (anchors (c) #16).
+            // never negatively cache a transient failure (docs/design.md#failure-means-503).
             return Lookup::Unavailable { retry_after_secs: self.retry_after(now) };
         }
         let mut unknown = self.unknown_kids.lock();

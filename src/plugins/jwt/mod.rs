@@ -1,7 +1,8 @@
-//! `ghasi-jwt`: validates a Bearer JWT against auth-service's JWKS (design.md §4) and hands
-//! the upstream the identity contract of design.md §1.
+//! `ghasi-jwt`: validates a Bearer JWT against auth-service's JWKS (docs/design.md#ghasi-jwt) and
+//! hands the upstream the identity contract (docs/design.md#identity-contract).
 //!
-//! One request, in PDK calls (design.md §6; the JWKS fetch is HTTP, not a PDK call):
+//! One request, in PDK calls (docs/design.md#round-trips-are-the-cost; the JWKS fetch is HTTP, not
+//! a PDK call):
 //!
 //! | path | calls |
 //! |---|---|

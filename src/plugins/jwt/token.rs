@@ -4,8 +4,9 @@
 //! Why the cheap checks come before any key lookup: every check here is pure CPU on data the
 //! client sent, while a key lookup may cost an auth-service round trip (an unknown `kid`
 //! triggers a JWKS refresh). Running them first means a forged token that is expired, from the
-//! wrong issuer or with a disallowed `alg` never reaches the network (auth-anchors.md (c) #12).
-//! Nothing here proves anything about the token; only `verify.rs` does.
+//! wrong issuer or with a disallowed `alg` never reaches the network
+//! (docs/design.md#checks-cheapest-first). Nothing here proves anything about the token; only
+//! `verify.rs` does.
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
@@ -18,7 +19,8 @@ use crate::plugins::outcome::AuthError;
 
 /// Longer tokens are refused unparsed (nginx's default header buffer is 8 KiB anyway).
 pub const MAX_TOKEN_BYTES: usize = 16 * 1024;
-/// A `kid` is an opaque map key; anything longer or non-printable is refused (anchors (c) #3).
+/// A `kid` is an opaque map key; anything longer or non-printable is refused
+/// (docs/design.md#checks-cheapest-first).
 pub const MAX_KID_BYTES: usize = 128;
 
 // ---- extraction -------------------------------------------------------------------------
@@ -39,7 +41,7 @@ pub enum Presented {
         source: Source,
     },
     /// Several different tokens: which one the upstream would use is anyone's guess, so none
-    /// is accepted (anchors (c) #9). Identical repeats count as one.
+    /// is accepted (docs/design.md#checks-cheapest-first). Identical repeats count as one.
     Ambiguous,
 }
 
@@ -203,7 +205,7 @@ impl Token {
             Some(_) => return Err(malformed("kid not a string")),
         };
         // `jku`, `x5u`, `jwk`, `x5c` are ignored on purpose: keys come from the configured
-        // JWKS URL only (anchors (c) #4).
+        // JWKS URL only (docs/design.md#security-rules).
         Ok(Token {
             alg,
             exp: numeric(&claims, "exp"),

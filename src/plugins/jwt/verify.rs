@@ -96,8 +96,8 @@ fn optional_string<'a>(token: &'a Token, name: &str, reason: &'static str) -> Re
     }
 }
 
-/// The identity a verified token carries (design.md §1), after `sub`, `account_id`, the
-/// username claim, `jti` and roles are checked, and `required_roles` (403).
+/// The identity a verified token carries (docs/design.md#identity-contract), after `sub`,
+/// `account_id`, the username claim, `jti` and roles are checked, and `required_roles` (403).
 pub fn identity(token: &Token, policy: &Policy) -> Result<Identity, Denial> {
     let sub = required_string(token, "sub", "sub missing or not a string")?;
     let account_id = required_string(token, "account_id", "account_id missing or not a string")?;

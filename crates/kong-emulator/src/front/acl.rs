@@ -1,5 +1,5 @@
 //! Kong's bundled `acl` plugin (priority 950), as far as it concerns this project: the
-//! fail-closed guard behind the external plugins (`design.md` §1).
+//! fail-closed guard behind the external plugins (docs/design.md#fail-closed-guard).
 //!
 //! Groups come from `kong.ctx.shared.authenticated_groups` (what our plugins publish);
 //! there is no database, so a consumer's own groups are always empty. Decision as in

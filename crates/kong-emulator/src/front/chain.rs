@@ -14,7 +14,7 @@ use std::collections::{BTreeMap, HashMap};
 /// Kong's priority for bundled `acl`.
 pub const ACL_PRIORITY: i64 = 950;
 
-/// Priorities of our plugins when no dump is available (`design.md`).
+/// Priorities of our plugins when no dump is available (docs/design.md#what-we-build).
 pub fn default_priorities() -> HashMap<String, i64> {
     HashMap::from([("ghasi-jwt".to_string(), 1450), ("ghasi-api-key-lookup".to_string(), 1250)])
 }

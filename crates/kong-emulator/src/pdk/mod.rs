@@ -1,10 +1,11 @@
 //! The PDK functions Kong executes on behalf of the plugin server.
 //!
 //! Kong resolves the `Method` of a step result to a Lua function, calls it with the
-//! unpacked `Args` and sends the first return value back (`kong-protocol.md` §5, §6). This
-//! module mirrors that bridge: argument spreading, dispatch by name, the Lua outcomes (a
-//! value, `nil`, a thrown error, or a terminal `kong.response.exit/error`) and the choice of
-//! the `plugin.Step*` method, which depends on the method *name* only.
+//! unpacked `Args` and sends the first return value back (docs/protocol.md#step-methods,
+//! docs/protocol.md#pdk-results). This module mirrors that bridge: argument spreading, dispatch by
+//! name, the Lua outcomes (a value, `nil`, a thrown error, or a terminal
+//! `kong.response.exit/error`) and the choice of the `plugin.Step*` method, which depends on the
+//! method *name* only.
 
 mod client;
 mod ctx;

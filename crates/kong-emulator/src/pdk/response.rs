@@ -1,7 +1,7 @@
 //! `kong.response.exit` / `error` (terminal) and `set_header` / `add_header`.
 //!
 //! In the access phase exit/error record the response and yield the plugin's coroutine, so
-//! Kong never answers the pending PDK call (`kong-protocol.md` §5.4). Invalid arguments
+//! Kong never answers the pending PDK call (docs/protocol.md#terminal-calls). Invalid arguments
 //! raise instead. A table body is JSON-encoded by cjson with
 //! `Content-Type: application/json; charset=utf-8`; `error` builds `{"message": …}` with
 //! Kong's default message for the status when none is given. Headers set earlier with

@@ -4,7 +4,7 @@
 //! Validation follows Kong's `checks.validate_header(s)`: names must be strings; values may
 //! be strings, numbers or booleans (converted with `tostring`) or, where accepted, arrays of
 //! those; an empty array removes the header. `set_header` with an array value raises on
-//! Kong 3.4 and is accepted on 3.9 (observed, `kong-protocol.md` §16.1).
+//! Kong 3.4 and is accepted on 3.9 (observed, docs/protocol.md#pdk-calls).
 
 use super::{as_bytes, lua_type, nil, throw, tostring, Args, PdkContext, PdkOutcome};
 use crate::kong::KongVersion;
