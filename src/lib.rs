@@ -32,6 +32,7 @@ pub mod dispatch;
 pub mod event;
 pub mod health;
 pub mod instance;
+pub mod keyed_hash;
 pub mod log_file;
 pub mod metrics;
 pub mod ops;

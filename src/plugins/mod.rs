@@ -7,6 +7,7 @@
 pub mod api_key;
 pub mod identity;
 pub mod jwt;
+pub mod lru;
 pub mod outcome;
 pub mod schema;
 pub mod script;
