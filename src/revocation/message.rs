@@ -15,9 +15,8 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
-use crate::plugins::api_key::cache::KeyCache;
 use crate::plugins::jwt::config::JwksTiming;
-use crate::plugins::jwt::jwks::JwksCache;
+use crate::services::Services;
 
 /// A message larger than this is not ours (a real one is < 300 bytes): ignored unread.
 pub const MAX_MESSAGE_BYTES: usize = 4096;
@@ -90,32 +89,27 @@ impl Message {
     }
 }
 
-/// The caches messages act on. The process passes its registries ([`Targets::process`]);
-/// tests pass their own.
-#[derive(Clone, Copy)]
-pub struct Targets {
-    pub api_keys: fn() -> Vec<Arc<KeyCache>>,
-    pub jwks: fn() -> Vec<(String, Arc<JwksCache>)>,
-}
+/// The caches messages act on: those of one [`Services`] (the process's; a test's own).
+#[derive(Clone)]
+pub struct Targets(Arc<Services>);
 
 impl Targets {
-    /// Every API-key and JWKS cache of this process.
-    pub fn process() -> Targets {
-        Targets { api_keys: crate::plugins::api_key::cache::all, jwks: crate::plugins::jwt::jwks::all }
+    pub fn new(services: Arc<Services>) -> Targets {
+        Targets(services)
     }
 
     /// Applies `message`; returns the API-key verdicts dropped. Cache eviction takes the
     /// caches' locks briefly (in chunks); JWKS refreshes run on their own tasks, so a slow
     /// JWKS endpoint never holds up the next message.
     pub fn apply(&self, message: &Message) -> usize {
-        let caches = || (self.api_keys)().into_iter();
+        let caches = || self.0.api_key_caches().into_iter();
         match message {
             Message::ApiKey { key_id } => caches().map(|c| c.evict_key_id(key_id)).sum(),
             Message::Account { account_id } => caches().map(|c| c.evict_account(account_id)).sum(),
             Message::Flush => self.flush(),
             Message::Jwks { jwks_url } => {
                 let wanted = jwks_url.as_deref().map(|u| u.trim_end_matches('/'));
-                for (url, cache) in (self.jwks)() {
+                for (url, cache) in self.0.jwks_caches() {
                     if wanted.is_none_or(|w| w == url.trim_end_matches('/')) {
                         tokio::spawn(async move { cache.refresh_now(&JwksTiming::defaults()).await });
                     }
@@ -127,7 +121,12 @@ impl Targets {
 
     /// Drops every cached API-key verdict (also done on every (re)subscription).
     pub fn flush(&self) -> usize {
-        (self.api_keys)().iter().map(|c| c.flush()).sum()
+        self.0.api_key_caches().iter().map(|c| c.flush()).sum()
+    }
+
+    /// Where the subscriber reports its state.
+    pub fn health(&self) -> &crate::health::Health {
+        &self.0.health
     }
 }
 

@@ -2,9 +2,9 @@
 //! hash of the API key, with single-flight lookups and separate budgets for valid and invalid
 //! keys.
 //!
-//! * **Keyed hash, never the key.** Entries are keyed by `HMAC-SHA256(pepper, key)` (its first
-//!   128 bits) with a random pepper drawn once per process, so neither the cache nor a memory
-//!   dump nor a log line holds a plaintext key, and the digests cannot be precomputed offline.
+//! * **Keyed hash, never the key.** Entries are keyed by the process's [`KeyedHash`] of the
+//!   key (`HMAC-SHA256(pepper, key)`, 128 bits), so neither the cache nor a memory dump nor a
+//!   log line holds a plaintext key, and the digests cannot be precomputed offline.
 //! * **Single flight.** Concurrent misses for one key wait on the one lookup in flight. The
 //!   lookup runs in its own task, so it completes (and fills the cache) even if the request
 //!   that started it goes away.
@@ -35,22 +35,21 @@
 //! Measured (`scripts/bench --only memory`, 42-byte identities): 146 bytes of RSS per
 //! cached key, 145 MiB with 1,000,000 keys cached.
 //!
-//! Eviction (`plugins::lru`, shared with the verified-token cache) samples [`SAMPLE`] slots (one
+//! Eviction ([`Lru`], shared with the verified-token cache) samples [`SAMPLE`] slots (one
 //! from each of as many equal stretches of the `Vec`) and removes the least recently used of
 //! them, like Redis's `allkeys-lru`; with at most
 //! [`SAMPLE`] entries that is exact LRU. A hit is one table probe under the mutex.
 //!
-//! All times come from [`crate::clock`], so tests move the process clock instead of sleeping.
-//! The registry holds one cache per auth-service (URL, lookup path and service token), for
-//! the life of the process: a Kong reconfiguration replaces instances, and the cache should
-//! survive that.
+//! All times come from the cache's [`Clock`], so tests move that clock instead of sleeping.
+//! The [`Services`](crate::services::Services) hold one cache per auth-service (URL, lookup
+//! path and service token), for the life of the process: a Kong reconfiguration replaces
+//! instances, and the cache should survive that.
 //!
-//! [`SAMPLE`]: crate::plugins::lru::SAMPLE
+//! [`KeyedHash`]: crate::keyed_hash::KeyedHash
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -58,9 +57,10 @@ use parking_lot::{Mutex, MutexGuard};
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 
 use super::client::{Answer, KeyInfo, MAX_IDENTITY_LEN};
+use crate::clock::Clock;
 use crate::keyed_hash::KeyedHash;
+use crate::metrics;
 use crate::plugins::lru::Lru;
-use crate::{clock, metrics};
 
 /// The keyed hash of an API key ([`KeyedHash::digest`]).
 pub use crate::keyed_hash::Digest;
@@ -70,25 +70,6 @@ pub const DEFAULT_POSITIVE_CAPACITY: usize = 1_000_000;
 /// Invalid keys kept at most. Deliberately small: negative entries protect auth-service from
 /// repeated bad keys, and a flood of distinct ones should churn here, not grow memory.
 pub const NEGATIVE_CAPACITY: usize = 4_096;
-
-static POSITIVE_CAPACITY: AtomicUsize = AtomicUsize::new(DEFAULT_POSITIVE_CAPACITY);
-
-/// Sets the valid-key budget of caches created from now on (`--api-key-cache-entries`; the
-/// server calls it at startup, before any instance exists). At least 1.
-pub fn set_positive_capacity(entries: usize) {
-    POSITIVE_CAPACITY.store(entries.max(1), Ordering::Relaxed);
-}
-
-/// The valid-key budget new caches get.
-pub fn positive_capacity() -> usize {
-    POSITIVE_CAPACITY.load(Ordering::Relaxed)
-}
-
-/// The keyed hash of an API key, with this process's pepper.
-pub fn digest(key: &[u8]) -> Digest {
-    static KEYED: OnceLock<KeyedHash> = OnceLock::new();
-    KEYED.get_or_init(KeyedHash::random).digest(key)
-}
 
 /// The lifetimes one instance applies when reading the cache.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -216,7 +197,7 @@ impl CacheStatus {
     }
 }
 
-/// Milliseconds on the [`clock::now`] scale (entries store times as `u64` milliseconds).
+/// Milliseconds on the [`Clock::now`] scale (entries store times as `u64` milliseconds).
 fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
@@ -271,6 +252,7 @@ pub struct KeyCache {
     state: Mutex<State>,
     /// Permits for background revalidations ([`MAX_REVALIDATIONS`]).
     revalidations: Arc<Semaphore>,
+    clock: Clock,
 }
 
 struct State {
@@ -286,10 +268,11 @@ struct State {
 }
 
 impl KeyCache {
-    pub fn new(positive_capacity: usize, negative_capacity: usize) -> KeyCache {
+    pub fn new(positive_capacity: usize, negative_capacity: usize, clock: Clock) -> KeyCache {
         KeyCache {
             state: Mutex::new(State::new(positive_capacity, negative_capacity)),
             revalidations: Arc::new(Semaphore::new(MAX_REVALIDATIONS)),
+            clock,
         }
     }
 
@@ -307,7 +290,7 @@ impl KeyCache {
     {
         let (mut flight, status) = {
             let mut state = self.state.lock();
-            if let Some((cached, due)) = state.fresh(&digest, lifetimes, clock::now()) {
+            if let Some((cached, due)) = state.fresh(&digest, lifetimes, self.clock.now()) {
                 if due {
                     self.revalidate(&mut state, digest, lookup);
                 }
@@ -326,7 +309,7 @@ impl KeyCache {
         match fetched {
             Fetched::Valid(identity) => (Verdict::Valid(identity), status),
             Fetched::Invalid => (Verdict::Invalid, status),
-            Fetched::Unavailable => match self.state.lock().stale(&digest, lifetimes, clock::now()) {
+            Fetched::Unavailable => match self.state.lock().stale(&digest, lifetimes, self.clock.now()) {
                 Some(identity) => (Verdict::Valid(identity), CacheStatus::Stale),
                 None => (Verdict::Unavailable, status),
             },
@@ -353,7 +336,8 @@ impl KeyCache {
             let answer = lookup.await;
             // Recording the answer and ending the flight happen under one lock,
             // so a request arriving meanwhile sees either the flight or the entry.
-            let fetched = cache.state.lock().settle_since(digest, answer, clock::now(), clock::unix_now(), epoch);
+            let (now, unix_now) = (cache.clock.now(), cache.clock.unix_now());
+            let fetched = cache.state.lock().settle_since(digest, answer, now, unix_now, epoch);
             if let Some(permit) = permit {
                 drop(permit);
                 let result = match fetched {
@@ -592,34 +576,16 @@ impl State {
     }
 }
 
-/// Identifies one auth-service for the registry: URL, lookup path and a hash of the token
-/// (two tokens may see different answers; the token itself is not kept here).
-pub fn cache_id(auth_service_url: &str, lookup_path: &str, service_token: Option<&str>) -> String {
-    let token = service_token.map(|t| hex(&digest(t.as_bytes())[..8])).unwrap_or_default();
+/// Identifies one auth-service for the services' cache registry: URL, lookup path and a
+/// keyed hash of the token (two tokens may see different answers; the token itself is not
+/// kept here).
+pub fn cache_id(keyed: &KeyedHash, auth_service_url: &str, lookup_path: &str, service_token: Option<&str>) -> String {
+    let token = service_token.map(|t| hex(&keyed.digest(t.as_bytes())[..8])).unwrap_or_default();
     format!("{}{lookup_path}#{token}", auth_service_url.trim_end_matches('/'))
 }
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn caches() -> &'static Mutex<HashMap<String, Arc<KeyCache>>> {
-    static CACHES: OnceLock<Mutex<HashMap<String, Arc<KeyCache>>>> = OnceLock::new();
-    CACHES.get_or_init(Default::default)
-}
-
-/// The process-wide cache of one auth-service, shared by every instance and Kong worker.
-pub fn shared(id: &str) -> Arc<KeyCache> {
-    caches()
-        .lock()
-        .entry(id.to_owned())
-        .or_insert_with(|| Arc::new(KeyCache::new(positive_capacity(), NEGATIVE_CAPACITY)))
-        .clone()
-}
-
-/// Every cache created so far (for revocation messages, which name a key, not a service).
-pub fn all() -> Vec<Arc<KeyCache>> {
-    caches().lock().values().cloned().collect()
 }
 
 /// Bytes per text block.
@@ -709,8 +675,9 @@ impl Texts {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::plugins::api_key::client::{self, Trouble};
+    use crate::plugins::api_key::client;
     use crate::plugins::lru::Slot;
+    use crate::upstream::Failure;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     const LIFETIMES: Lifetimes = Lifetimes {
@@ -747,9 +714,21 @@ mod tests {
         }
     }
 
+    /// A digest for the tests: the cache does not care how digests are made (the plugin
+    /// uses the services' keyed hash), only that distinct keys get distinct ones.
+    fn digest(key: &[u8]) -> Digest {
+        use sha2::Digest as _;
+        let full: [u8; 32] = sha2::Sha256::digest(key).into();
+        full[..16].try_into().unwrap()
+    }
+
+    fn cache(positive: usize, negative: usize) -> Arc<KeyCache> {
+        Arc::new(KeyCache::new(positive, negative, Clock::system()))
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn concurrent_misses_make_one_lookup() {
-        let cache = Arc::new(KeyCache::new(10, 10));
+        let cache = cache(10, 10);
         let calls = Arc::new(AtomicUsize::new(0));
         let d = digest(b"one-key");
         let mut tasks = Vec::new();
@@ -774,7 +753,7 @@ mod tests {
 
     #[tokio::test]
     async fn invalid_floods_do_not_evict_valid_keys() {
-        let cache = Arc::new(KeyCache::new(2, 3));
+        let cache = cache(2, 3);
         let calls = Arc::new(AtomicUsize::new(0));
         let good = digest(b"good");
         cache.resolve(good, LIFETIMES, counted(&calls, Answer::Valid(info("acc")))).await;
@@ -797,7 +776,7 @@ mod tests {
 
     #[tokio::test]
     async fn lru_evicts_the_least_recently_used_valid_key() {
-        let cache = Arc::new(KeyCache::new(2, 2));
+        let cache = cache(2, 2);
         let calls = Arc::new(AtomicUsize::new(0));
         let [a, b, c] = [digest(b"a"), digest(b"b"), digest(b"c")];
         for d in [a, b] {
@@ -815,10 +794,10 @@ mod tests {
 
     #[tokio::test]
     async fn unavailable_is_never_cached() {
-        let cache = Arc::new(KeyCache::new(2, 2));
+        let cache = cache(2, 2);
         let calls = Arc::new(AtomicUsize::new(0));
         let d = digest(b"k");
-        let down = Answer::Unavailable(Trouble::Status(503));
+        let down = Answer::Unavailable(Failure::Status(503));
         assert_eq!(
             cache.resolve(d, LIFETIMES, counted(&calls, down.clone())).await,
             (Verdict::Unavailable, CacheStatus::Miss)
@@ -831,14 +810,14 @@ mod tests {
 
     #[test]
     fn cache_ids_separate_services_and_tokens_without_holding_the_token() {
-        let a = cache_id("http://a/", "/v", Some("secret-token"));
-        assert_eq!(a, cache_id("http://a", "/v", Some("secret-token")));
-        assert_ne!(a, cache_id("http://a", "/v", Some("other")));
-        assert_ne!(a, cache_id("http://a", "/w", Some("secret-token")));
-        assert_ne!(a, cache_id("http://a", "/v", None));
+        let keyed = KeyedHash::random();
+        let id = |url, path, token| cache_id(&keyed, url, path, token);
+        let a = id("http://a/", "/v", Some("secret-token"));
+        assert_eq!(a, id("http://a", "/v", Some("secret-token")));
+        assert_ne!(a, id("http://a", "/v", Some("other")));
+        assert_ne!(a, id("http://a", "/w", Some("secret-token")));
+        assert_ne!(a, id("http://a", "/v", None));
         assert!(!a.contains("secret-token"));
-        assert!(Arc::ptr_eq(&shared(&a), &shared(&a)));
-        assert!(!Arc::ptr_eq(&shared(&a), &shared(&cache_id("http://a", "/v", None))));
     }
 
     fn state() -> State {
@@ -886,7 +865,7 @@ mod tests {
         assert!(matches!(st.cached(&a, stale, S(62)), Some((Verdict::Invalid, CacheStatus::Negative))));
         assert!(st.stale(&a, stale, S(62)).is_none(), "revoked keys are never served stale");
         assert!(st.cached(&a, stale, S(61 + 15)).is_none(), "negative entries live negative_cache_ttl");
-        st.settle(a, Answer::Unavailable(Trouble::Timeout(500)), S(80), 1_000_080);
+        st.settle(a, Answer::Unavailable(Failure::Timeout("500 ms".into())), S(80), 1_000_080);
         assert_eq!((st.positive.len(), st.negative.len()), (0, 1), "unavailable changes nothing");
         st.settle(a, Answer::Valid(info("acc")), S(90), 1_000_090);
         assert_eq!((st.positive.len(), st.negative.len()), (1, 0), "a valid answer replaces the negative entry");
@@ -941,7 +920,7 @@ mod tests {
 
     #[tokio::test]
     async fn revocations_evict_by_key_id_by_account_and_all() {
-        let cache = Arc::new(KeyCache::new(100, 10));
+        let cache = cache(100, 10);
         let calls = Arc::new(AtomicUsize::new(0));
         let keys = [("acc_a", "key_1"), ("acc_a", "key_2"), ("acc_b", "key_3"), ("acc_c", "key_4")];
         for (account, key_id) in keys {
@@ -974,7 +953,8 @@ mod tests {
             let account = if i % 10 == 0 { "acc_hit" } else { "acc_other" };
             st.settle(*d, keyed(account, &format!("key_{i}")), S(0), 1_000_000);
         }
-        let cache = KeyCache { state: Mutex::new(st), revalidations: Arc::new(Semaphore::new(1)) };
+        let cache =
+            KeyCache { state: Mutex::new(st), revalidations: Arc::new(Semaphore::new(1)), clock: Clock::system() };
         let want = keys.len().div_ceil(10);
         assert_eq!(cache.evict_account("acc_hit"), want);
         let st = cache.state.lock();

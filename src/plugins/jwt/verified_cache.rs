@@ -1,10 +1,10 @@
 //! The verified-token cache: a token whose signature was checked is not checked again.
 //!
 //! Why: an RSA or ECDSA verification costs tens of microseconds of CPU on the node that also
-//! runs nginx, while clients repeat the same token for its whole lifetime. The cache is
-//! process-wide (every instance, every Kong worker) and holds the *parsed* token plus the key
-//! that verified it, never the token text: entries are keyed by HMAC-SHA256 under a random
-//! per-process key of (jwks_url, token).
+//! runs nginx, while clients repeat the same token for its whole lifetime. The services hold
+//! one (every instance, every Kong worker); it holds the *parsed* token plus the key that
+//! verified it, never the token text: entries are keyed by the services' keyed hash of
+//! (jwks_url, token).
 //!
 //! What a hit skips is only parsing and the signature. Every request still runs the cheap
 //! checks (so expiry, issuer and the instance's own rules apply on every use) and still asks
@@ -14,20 +14,18 @@
 //! Bounded by [`CAPACITY`] entries, evicting the oldest first.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, LazyLock};
+use std::sync::Arc;
 
-use hmac::{Hmac, Mac};
 use parking_lot::Mutex;
-use rand::RngCore;
-use sha2::Sha256;
 
 use super::jwks::JwkKey;
 use super::token::Token;
+use crate::keyed_hash::{Digest, KeyedHash};
 
 /// Entries kept at most (a parsed token is well under 2 KiB).
 pub const CAPACITY: usize = 10_000;
 
-pub type CacheKey = [u8; 32];
+pub type CacheKey = Digest;
 
 struct Entry {
     token: Arc<Token>,
@@ -39,7 +37,6 @@ struct Entry {
 }
 
 pub struct VerifiedCache {
-    hash_key: [u8; 32],
     capacity: usize,
     inner: Mutex<Inner>,
 }
@@ -53,26 +50,14 @@ struct Inner {
     next_seq: u64,
 }
 
-/// The process-wide cache.
-pub fn global() -> &'static VerifiedCache {
-    static CACHE: LazyLock<VerifiedCache> = LazyLock::new(|| VerifiedCache::new(CAPACITY));
-    &CACHE
+/// The cache key of `token` as verified against `jwks_url`, under the services' keyed hash.
+pub fn cache_key(keyed: &KeyedHash, jwks_url: &str, token: &str) -> CacheKey {
+    keyed.digest_parts(&[jwks_url.as_bytes(), token.as_bytes()])
 }
 
 impl VerifiedCache {
     pub fn new(capacity: usize) -> VerifiedCache {
-        let mut hash_key = [0u8; 32];
-        rand::thread_rng().fill_bytes(&mut hash_key);
-        VerifiedCache { hash_key, capacity: capacity.max(1), inner: Mutex::new(Inner::default()) }
-    }
-
-    /// The cache key of `token` as verified against `jwks_url`.
-    pub fn key(&self, jwks_url: &str, token: &str) -> CacheKey {
-        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.hash_key).expect("HMAC takes any key length");
-        mac.update(jwks_url.as_bytes());
-        mac.update(&[0]);
-        mac.update(token.as_bytes());
-        mac.finalize().into_bytes().into()
+        VerifiedCache { capacity: capacity.max(1), inner: Mutex::new(Inner::default()) }
     }
 
     /// The parsed token and the key that verified it, unless absent or expired at `now`.
@@ -155,19 +140,32 @@ mod tests {
         Arc::new(Token::parse(&format!("{h}.{p}.c2ln")).unwrap())
     }
 
+    /// The tests' keys, under one keyed hash.
+    struct Keys(KeyedHash);
+
+    impl Keys {
+        fn new() -> Keys {
+            Keys(KeyedHash::random())
+        }
+        fn key(&self, url: &str, token: &str) -> CacheKey {
+            cache_key(&self.0, url, token)
+        }
+    }
+
     #[test]
     fn keys_depend_on_url_and_token_and_hide_the_token() {
-        let c = VerifiedCache::new(4);
+        let c = Keys::new();
         assert_eq!(c.key("u", "t"), c.key("u", "t"));
         assert_ne!(c.key("u", "t"), c.key("u", "t2"));
         assert_ne!(c.key("u", "t"), c.key("u2", "t"));
-        assert_ne!(c.key("u", "t"), VerifiedCache::new(4).key("u", "t"), "per-process random key");
+        assert_ne!(c.key("u", "t"), c.key("u\0t", ""), "the parts are delimited");
+        assert_ne!(c.key("u", "t"), Keys::new().key("u", "t"), "per-process random key");
     }
 
     #[test]
     fn entries_expire_with_the_token() {
         let c = VerifiedCache::new(4);
-        let k = c.key("u", "t");
+        let k = Keys::new().key("u", "t");
         c.insert(k, token(100), key(), 50);
         assert!(c.get(&k, 99).is_some());
         assert!(c.get(&k, 100).is_none());
@@ -178,8 +176,8 @@ mod tests {
 
     #[test]
     fn capacity_evicts_the_oldest() {
-        let c = VerifiedCache::new(3);
-        let keys: Vec<_> = (0..5).map(|i| c.key("u", &i.to_string())).collect();
+        let (c, k) = (VerifiedCache::new(3), Keys::new());
+        let keys: Vec<_> = (0..5).map(|i| k.key("u", &i.to_string())).collect();
         for k in &keys {
             c.insert(*k, token(100), key(), 0);
         }
@@ -189,15 +187,15 @@ mod tests {
         c.remove(&keys[4]);
         assert!(c.get(&keys[4], 0).is_none());
         for i in 0..20 {
-            c.insert(c.key("v", &i.to_string()), token(100), key(), 0);
+            c.insert(k.key("v", &i.to_string()), token(100), key(), 0);
         }
         assert_eq!(c.len(), 3);
     }
 
     #[test]
     fn a_token_removed_and_verified_again_is_not_evicted_for_its_old_place() {
-        let c = VerifiedCache::new(3);
-        let keys: Vec<_> = (0..4).map(|i| c.key("u", &i.to_string())).collect();
+        let (c, k) = (VerifiedCache::new(3), Keys::new());
+        let keys: Vec<_> = (0..4).map(|i| k.key("u", &i.to_string())).collect();
         c.insert(keys[0], token(100), key(), 0);
         c.remove(&keys[0]); // its kid left the JWKS …
         c.insert(keys[1], token(100), key(), 0);
