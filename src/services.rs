@@ -153,9 +153,31 @@ mod tests {
         assert!(other.jwks_caches().is_empty());
     }
 
-    #[test]
-    fn the_api_key_budget_comes_from_the_settings() {
-        let services = Services::new(Clock::system(), 0);
-        assert_eq!(services.api_key_cache_entries, 1, "at least one");
+    #[tokio::test]
+    async fn the_api_key_budget_comes_from_the_settings() {
+        use crate::plugins::api_key::cache::Lifetimes;
+        use crate::plugins::api_key::client::{Answer, KeyInfo};
+        let lifetimes = Lifetimes {
+            positive: Duration::from_secs(60),
+            negative: Duration::from_secs(15),
+            stale_if_error: Duration::ZERO,
+            refresh_ahead: Duration::ZERO,
+        };
+        let services = Services::new(Clock::system(), 2);
+        let cache = services.api_key_cache("http://auth/lookup#");
+        for key in ["a", "b", "c"] {
+            let info = KeyInfo {
+                account_id: "acc".into(),
+                key_id: key.into(),
+                user_id: None,
+                consumer_username: None,
+                expires_at: None,
+            };
+            cache
+                .resolve(services.keyed.digest(key.as_bytes()), lifetimes, move || async move { Answer::Valid(info) })
+                .await;
+        }
+        assert_eq!(cache.len(), (2, 0), "--api-key-cache-entries 2");
+        assert_eq!(Services::new(Clock::system(), 0).api_key_cache_entries, 1, "at least one");
     }
 }

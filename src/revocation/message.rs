@@ -134,6 +134,42 @@ impl Targets {
 mod tests {
     use super::*;
 
+    #[tokio::test]
+    async fn messages_act_on_the_caches_of_the_services_they_were_given() {
+        use crate::plugins::api_key::cache::{Lifetimes, Verdict};
+        use crate::plugins::api_key::client::{Answer, KeyInfo};
+        use std::time::Duration;
+        let lifetimes = Lifetimes {
+            positive: Duration::from_secs(60),
+            negative: Duration::from_secs(15),
+            stale_if_error: Duration::ZERO,
+            refresh_ahead: Duration::ZERO,
+        };
+        let fill = |services: &Services, key_id: &'static str| {
+            let cache = services.api_key_cache("http://auth/lookup#");
+            let digest = services.keyed.digest(key_id.as_bytes());
+            let info = KeyInfo {
+                account_id: "acc".into(),
+                key_id: key_id.into(),
+                user_id: None,
+                consumer_username: None,
+                expires_at: None,
+            };
+            async move {
+                let (verdict, _) = cache.resolve(digest, lifetimes, move || async move { Answer::Valid(info) }).await;
+                assert!(matches!(verdict, Verdict::Valid(_)));
+            }
+        };
+        let (ours, theirs) = (Services::for_tests(), Services::for_tests());
+        fill(&ours, "key_1").await;
+        fill(&ours, "key_2").await;
+        fill(&theirs, "key_1").await;
+        let targets = Targets::new(ours.clone());
+        assert_eq!(targets.apply(&Message::ApiKey { key_id: "key_1".into() }), 1);
+        assert_eq!(targets.apply(&Message::Flush), 1, "key_2 was left");
+        assert_eq!(theirs.api_key_caches()[0].len(), (1, 0), "other services are not touched");
+    }
+
     #[test]
     fn the_four_messages_of_the_contract_parse() {
         let parse = |s: &str| Message::parse(s.as_bytes());
