@@ -35,7 +35,7 @@
 //! Measured (`scripts/bench --only memory`, 42-byte identities): 146 bytes of RSS per
 //! cached key, 145 MiB with 1,000,000 keys cached.
 //!
-//! Eviction ([`Lru`], shared with the verified-token cache) samples [`SAMPLE`] slots (one
+//! Eviction (`plugins::lru`, shared with the verified-token cache) samples [`SAMPLE`] slots (one
 //! from each of as many equal stretches of the `Vec`) and removes the least recently used of
 //! them, like Redis's `allkeys-lru`; with at most
 //! [`SAMPLE`] entries that is exact LRU. A hit is one table probe under the mutex.
@@ -46,6 +46,7 @@
 //! instances, and the cache should survive that.
 //!
 //! [`KeyedHash`]: crate::keyed_hash::KeyedHash
+//! [`SAMPLE`]: crate::plugins::lru::SAMPLE
 
 use std::collections::HashMap;
 use std::future::Future;

@@ -196,7 +196,7 @@ pub enum Lookup {
 #[derive(Default)]
 struct State {
     keys: Option<Arc<KeySet>>,
-    /// `self.clock.now()` of the last successful fetch.
+    /// The clock's `now()` at the last successful fetch.
     fetched_at: Option<Duration>,
     /// Completed fetch attempts (success or not): lets a waiter see that someone else fetched.
     attempts: u64,

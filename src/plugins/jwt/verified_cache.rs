@@ -12,15 +12,16 @@
 //! verified it. So an entry stops working as soon as its kid leaves the JWKS or the JWKS itself
 //! expires, and never outlives the token's `exp` (expired entries are dropped on sight).
 //!
-//! **Storage: the API-key cache's [`Lru`], not a map of its own, and not `moka`.** Bounded by
-//! [`CAPACITY`] entries, evicting the least recently used of a sample. It replaced a second
-//! hand-written map (a `HashMap` plus an insertion-order queue, evicting the oldest) so that
-//! both credential caches share one storage, one eviction rule and one keyed hash. Why not
-//! `moka`, which the design card names: measured with `ghasi-bench cache-memory`, moka costs
-//! about three times our storage per entry (an allocation and its own bookkeeping per entry,
-//! plus background maintenance), for a cache whose hit path is one table probe under a lock
-//! held for nanoseconds either way. Each entry here is a 48-byte slot (digest, use counter,
-//! two `Arc`s and `exp`) in one `Vec`: no allocation per entry beyond the parsed token the
+//! **Storage: the API-key cache's map (`plugins::lru`), not one of its own, and not
+//! `moka`.** Bounded by [`CAPACITY`] entries, evicting the least recently used of a sample.
+//! It replaced a second hand-written map (a `HashMap` plus an insertion-order queue,
+//! evicting the oldest), so that both credential caches share one storage, one eviction rule
+//! and one keyed hash. Why not `moka`, which the design card names: measured with
+//! `ghasi-bench cache-memory` (bench/results.md), moka holds an entry for about three times
+//! the memory of this storage (142 against 466 bytes per key at 1,000,000 keys: an allocation
+//! and its own bookkeeping per entry), for a cache whose hit is one table probe under a lock
+//! held for nanoseconds either way. An entry here is a 48-byte slot (digest, use counter, two
+//! `Arc`s and `exp`) in one `Vec`: no allocation per entry beyond the parsed token the
 //! request made anyway.
 
 use std::sync::Arc;
