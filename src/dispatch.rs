@@ -60,9 +60,9 @@ pub async fn dispatch(registry: &Registry, method: Method) -> Result<Reply, RpcE
         Method::GetStatus => Ok(status(registry)),
         Method::InstanceStatus { id } => registry.instance(id).map(|i| i.status()).ok_or_else(|| no_instance(id)),
         Method::AdvanceClock { seconds } => {
-            crate::clock::advance(std::time::Duration::from_secs(seconds))
-                .map_err(|e| RpcError::new("bad_request", e))?;
-            Ok(Value::from(crate::clock::unix_now()))
+            let clock = &registry.services().clock;
+            clock.advance(std::time::Duration::from_secs(seconds)).map_err(|e| RpcError::new("bad_request", e))?;
+            Ok(Value::from(clock.unix_now()))
         }
     };
     value.map(Reply::Value)
@@ -79,7 +79,7 @@ fn no_event(message: String) -> RpcError {
 fn start_instance(registry: &Registry, name: &str, config: &[u8]) -> Result<Value, RpcError> {
     let spec =
         registry.plugin(name).ok_or_else(|| RpcError::new("unknown_plugin", format!("no plugin named {name}")))?;
-    let plugin = (spec.start)(config).map_err(|e| {
+    let plugin = (spec.start)(config, registry.services()).map_err(|e| {
         tracing::warn!(plugin = name, "rejected config: {e}");
         RpcError::new("bad_config", format!("{name}: invalid config: {e}"))
     })?;

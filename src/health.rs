@@ -1,11 +1,11 @@
 //! What `/health` and `/ready` report: whether the socket listens (and its path is still
-//! ours), the state of every JWKS
-//! in use, and whether each auth-service answered its last call. The plugins report into
-//! it; the ops listener reads it.
+//! ours), the state of every JWKS in use, and whether each auth-service answered its last
+//! call. The plugins report into a [`Health`] the services hold; the ops listener reads the
+//! same value.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::OnceLock;
+use std::sync::Arc;
 
 use parking_lot::Mutex;
 use serde::Serialize;
@@ -70,32 +70,54 @@ struct State {
     revocation: Option<RevocationHealth>,
 }
 
-static LISTENING: AtomicBool = AtomicBool::new(false);
+/// The health state of one process; a clone shares it (one `Arc`).
+#[derive(Clone, Default)]
+pub struct Health(Arc<Inner>);
 
-fn state() -> &'static Mutex<State> {
-    static STATE: OnceLock<Mutex<State>> = OnceLock::new();
-    STATE.get_or_init(Mutex::default)
+#[derive(Default)]
+struct Inner {
+    listening: AtomicBool,
+    state: Mutex<State>,
 }
 
-pub fn set_listening(on: bool) {
-    LISTENING.store(on, Ordering::Release);
-}
+impl Health {
+    pub fn set_listening(&self, on: bool) {
+        self.0.listening.store(on, Ordering::Release);
+    }
 
-/// Records which socket file is ours (checked at every report).
-pub fn set_socket_owner(owner: SocketOwner) {
-    state().lock().socket = Some(owner);
-}
+    /// Records which socket file is ours (checked at every report).
+    pub fn set_socket_owner(&self, owner: SocketOwner) {
+        self.0.state.lock().socket = Some(owner);
+    }
 
-pub fn report_jwks(url: &str, health: JwksHealth) {
-    state().lock().jwks.insert(url.to_owned(), health);
-}
+    pub fn report_jwks(&self, url: &str, health: JwksHealth) {
+        self.0.state.lock().jwks.insert(url.to_owned(), health);
+    }
 
-pub fn report_auth_service(url: &str, reachable: bool, last_error: Option<&'static str>) {
-    state().lock().auth_services.insert(url.to_owned(), AuthServiceHealth { reachable, last_error });
-}
+    pub fn report_auth_service(&self, url: &str, reachable: bool, last_error: Option<&'static str>) {
+        self.0.state.lock().auth_services.insert(url.to_owned(), AuthServiceHealth { reachable, last_error });
+    }
 
-pub fn report_revocation(health: RevocationHealth) {
-    state().lock().revocation = Some(health);
+    pub fn report_revocation(&self, health: RevocationHealth) {
+        self.0.state.lock().revocation = Some(health);
+    }
+
+    /// Ready = the socket listens, its path is still ours, and every JWKS in use has loaded a
+    /// first set.
+    pub fn report(&self) -> Report {
+        let listening = self.0.listening.load(Ordering::Acquire);
+        let s = self.0.state.lock();
+        let socket_owned = s.socket.as_ref().is_some_and(SocketOwner::still_ours);
+        let ready = listening && socket_owned && s.jwks.values().all(|j| j.loaded);
+        Report {
+            ready,
+            listening,
+            socket_owned,
+            jwks: s.jwks.clone(),
+            auth_services: s.auth_services.clone(),
+            revocation: s.revocation.clone(),
+        }
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -111,19 +133,26 @@ pub struct Report {
     pub revocation: Option<RevocationHealth>,
 }
 
-/// Ready = the socket listens, its path is still ours, and every JWKS in use has loaded a
-/// first set.
-pub fn report() -> Report {
-    let listening = LISTENING.load(Ordering::Acquire);
-    let s = state().lock();
-    let socket_owned = s.socket.as_ref().is_some_and(SocketOwner::still_ours);
-    let ready = listening && socket_owned && s.jwks.values().all(|j| j.loaded);
-    Report {
-        ready,
-        listening,
-        socket_owned,
-        jwks: s.jwks.clone(),
-        auth_services: s.auth_services.clone(),
-        revocation: s.revocation.clone(),
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ready_needs_the_socket_and_every_jwks_and_each_value_is_its_own() {
+        let health = Health::default();
+        let dir = std::env::temp_dir().join(format!("ghasi-health-{}", std::process::id()));
+        std::fs::write(&dir, b"").unwrap();
+        use std::os::unix::fs::MetadataExt;
+        let inode = std::fs::metadata(&dir).unwrap().ino();
+        health.set_socket_owner(SocketOwner::new(dir.clone(), inode));
+        assert!(!health.report().ready, "not listening yet");
+        health.set_listening(true);
+        assert!(health.report().ready);
+        let loading = JwksHealth { state: "empty", age_seconds: None, keys: 0, loaded: false };
+        health.report_jwks("http://jwks", loading);
+        assert!(!health.report().ready, "a JWKS in use has not loaded");
+        assert!(!Health::default().report().listening, "another value has its own state");
+        std::fs::remove_file(&dir).unwrap();
+        assert!(!health.report().socket_owned);
     }
 }

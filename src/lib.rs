@@ -17,6 +17,11 @@
 //!   … Kong runs the PDK function and sends plugin.Step (maybe on another connection) → ②…⑥ →
 //!   that Step polls the parked event with the value … until "ret" or kong.response.exit.
 //! ```
+//!
+//! Around that path, built once by [`run`] and passed down, never kept in statics:
+//! [`services`] (the caches, connection pools, JWKS sets, [`clock`], [`health`] and
+//! [`keyed_hash`] every plugin instance starts with), and [`upstream`] (how both plugins talk
+//! HTTP to auth-service). [`metrics`] is the one process-wide registry (see its `global`).
 
 // No unsafe code in the product: everything it needs from the OS comes through std,
 // tokio or /proc text.
@@ -24,7 +29,6 @@
 
 pub mod buffer_budget;
 pub mod clock;
-pub mod clock_skew;
 pub mod codec;
 pub mod config;
 pub mod connection;
@@ -32,6 +36,7 @@ pub mod dispatch;
 pub mod event;
 pub mod health;
 pub mod instance;
+pub mod keyed_hash;
 pub mod log_file;
 pub mod metrics;
 pub mod ops;
@@ -43,11 +48,14 @@ pub mod registry;
 pub mod revocation;
 pub mod rpc;
 pub mod server;
+pub mod services;
 pub mod shutdown;
+pub mod upstream;
 pub mod warn_limiter;
 
 use std::time::Duration;
 
+use anyhow::Context;
 use config::Settings;
 use plugins::{PluginSpec, PLUGINS, TEST_PLUGINS};
 
@@ -80,32 +88,27 @@ pub fn dump(only: Option<&str>) -> Result<String, String> {
 
 /// Binds the socket and serves until shutdown is requested.
 pub async fn run(settings: Settings) -> anyhow::Result<()> {
-    if std::env::var("GHASI_TEST_CLOCK").as_deref() == Ok("1") {
-        clock::enable_test_mode();
-        tracing::warn!("GHASI_TEST_CLOCK=1: the test clock RPC is enabled; never use this in production");
-    }
-    plugins::api_key::cache::set_positive_capacity(settings.api_key_cache_entries);
+    let services = services::Services::from_settings(&settings);
     let revocation = revocation::Subscription::from_settings(
         settings.revocation_redis_url.as_deref(),
         &settings.revocation_channel,
     )?;
-    let registry = registry::Registry::new(served_plugins(), Duration::from_secs(settings.event_timeout_secs));
+    let registry =
+        registry::Registry::new(served_plugins(), services.clone(), Duration::from_secs(settings.event_timeout_secs));
     let ops_listener = match settings.metrics_listen {
         Some(addr) => Some(ops::bind(addr).await?),
         None => None,
     };
     let shutdown = shutdown::requested()?;
     let listener = server::bind(&settings.socket, settings.socket_mode, settings.create_socket_dir)?;
-    health::set_socket_owner(listener.owner());
-    health::set_listening(true);
+    services.health.set_socket_owner(listener.owner());
+    services.health.set_listening(true);
     for url in settings.warm_jwks.iter().filter(|u| !u.is_empty()) {
-        let cache = plugins::jwt::jwks::shared(url);
-        let timing = plugins::jwt::config::JwksTiming::defaults();
-        tokio::spawn(async move { cache.warm(timing).await });
+        services.warm_jwks(url).with_context(|| format!("--warm-jwks {url}: building its HTTP client"))?;
     }
     if let Some(subscription) = revocation {
         // On the runtime of `run`, which lives as long as the process.
-        tokio::spawn(revocation::run(subscription, revocation::Targets::process()));
+        tokio::spawn(revocation::run(subscription, revocation::Targets::new(services.clone())));
     }
     if let Some(l) = ops_listener {
         tracing::info!(addr = %l.local_addr()?, "serving /metrics, /health and /ready");
@@ -127,7 +130,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         shards: settings.shard_count(),
     };
     server::serve(listener, registry, options, shutdown).await;
-    health::set_listening(false);
+    services.health.set_listening(false);
     tracing::info!("stopped");
     Ok(())
 }

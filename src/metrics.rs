@@ -314,7 +314,12 @@ impl RevocationMetrics {
     }
 }
 
-/// The process-wide metrics.
+/// The process-wide metrics: the one static the services do not replace, on purpose. They
+/// are write-only counters and gauges (nothing in the product reads them back to decide
+/// anything), they are touched by every layer down to the connection and the frame buffer
+/// (which never see the services), and the exposition is one registry per process by
+/// definition: Prometheus scrapes the process. This is the `prometheus-client` pattern; tests
+/// never isolate on metrics values (they scrape the binary they started).
 pub fn global() -> &'static Metrics {
     static METRICS: OnceLock<Metrics> = OnceLock::new();
     METRICS.get_or_init(Metrics::new)

@@ -1,6 +1,7 @@
-//! ⑦ Process-wide state shared by every connection: plugins, instances, parked events and id
-//! counters. Kong sends one event's Steps over different pooled connections, so nothing
-//! lives in a connection (docs/protocol.md#connections). Cheap to clone (an `Arc`), like
+//! ⑦ Process-wide state shared by every connection: plugins, instances, parked events, id
+//! counters, and the [`Services`] plugins start with. Kong sends one event's Steps over
+//! different pooled connections, so nothing lives in a connection
+//! (docs/protocol.md#connections). Cheap to clone (an `Arc`), like
 //! mini-redis's `Db`. Locks are held only for map operations, never across an await.
 
 use std::collections::HashMap;
@@ -13,12 +14,14 @@ use parking_lot::{Mutex, RwLock};
 use crate::event::ParkedEvent;
 use crate::instance::Instance;
 use crate::plugins::PluginSpec;
+use crate::services::Services;
 
 #[derive(Clone)]
 pub struct Registry(Arc<Inner>);
 
 struct Inner {
     plugins: Vec<&'static PluginSpec>,
+    services: Arc<Services>,
     instances: RwLock<HashMap<u64, Arc<Instance>>>,
     events: Mutex<HashMap<u64, ParkedEvent>>,
     next_instance: AtomicU64,
@@ -41,9 +44,10 @@ fn fresh_id_base() -> u64 {
 }
 
 impl Registry {
-    pub fn new(plugins: Vec<&'static PluginSpec>, event_timeout: Duration) -> Self {
+    pub fn new(plugins: Vec<&'static PluginSpec>, services: Arc<Services>, event_timeout: Duration) -> Self {
         Registry(Arc::new(Inner {
             plugins,
+            services,
             instances: RwLock::new(HashMap::new()),
             events: Mutex::new(HashMap::new()),
             next_instance: AtomicU64::new(fresh_id_base()),
@@ -53,6 +57,11 @@ impl Registry {
             reaped_events: AtomicU64::new(0),
             event_timeout,
         }))
+    }
+
+    /// The caches, clients, clock and health every plugin instance starts with.
+    pub fn services(&self) -> &Arc<Services> {
+        &self.0.services
     }
 
     pub fn plugins(&self) -> &[&'static PluginSpec] {

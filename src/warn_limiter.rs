@@ -3,8 +3,7 @@
 //! through per interval and counts what it suppressed.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-
-use crate::clock;
+use std::time::Duration;
 
 pub struct WarnLimiter {
     interval_ms: u64,
@@ -18,10 +17,11 @@ impl WarnLimiter {
         WarnLimiter { interval_ms: interval_secs * 1000, last: AtomicU64::new(0), suppressed: AtomicU64::new(0) }
     }
 
-    /// `Some(n)` when a message may be logged now (`n` = messages suppressed since the
-    /// last one), `None` when it should be dropped.
-    pub fn allow(&self) -> Option<u64> {
-        let now = clock::now().as_millis() as u64 + 1;
+    /// `Some(n)` when a message may be logged at `now` (a [`crate::clock::Clock::now`]
+    /// reading; `n` = messages suppressed since the last one), `None` when it should be
+    /// dropped.
+    pub fn allow(&self, now: Duration) -> Option<u64> {
+        let now = now.as_millis() as u64 + 1;
         let last = self.last.load(Ordering::Relaxed);
         if last != 0 && now.saturating_sub(last) < self.interval_ms {
             self.suppressed.fetch_add(1, Ordering::Relaxed);
@@ -38,8 +38,8 @@ impl WarnLimiter {
 /// `tracing::warn!` at most once per limiter interval, with the count of dropped repeats.
 #[macro_export]
 macro_rules! warn_limited {
-    ($limiter:expr, $($arg:tt)+) => {
-        if let Some(suppressed) = $limiter.allow() {
+    ($limiter:expr, $now:expr, $($arg:tt)+) => {
+        if let Some(suppressed) = $limiter.allow($now) {
             tracing::warn!(suppressed, $($arg)+);
         }
     };
@@ -52,9 +52,11 @@ mod tests {
     #[test]
     fn lets_one_through_per_interval_and_counts_the_rest() {
         let l = WarnLimiter::new(3600);
-        assert_eq!(l.allow(), Some(0));
-        assert_eq!(l.allow(), None);
-        assert_eq!(l.allow(), None);
+        let at = Duration::from_secs;
+        assert_eq!(l.allow(at(10)), Some(0));
+        assert_eq!(l.allow(at(11)), None);
+        assert_eq!(l.allow(at(3609)), None);
         assert_eq!(l.suppressed.load(Ordering::Relaxed), 2);
+        assert_eq!(l.allow(at(3610)), Some(2), "the next interval, with the count");
     }
 }

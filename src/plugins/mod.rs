@@ -7,15 +7,19 @@
 pub mod api_key;
 pub mod identity;
 pub mod jwt;
+pub mod lru;
 pub mod outcome;
 pub mod schema;
 pub mod script;
+pub mod start_error;
 
 use std::sync::Arc;
 
 use serde_json::{json, Value};
 
 use crate::pdk::Pdk;
+use crate::services::Services;
+pub use start_error::StartError;
 
 /// Kong phases a plugin may declare (docs/protocol.md#handleevent).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,8 +52,9 @@ pub struct PluginSpec {
     pub phases: &'static [Phase],
     /// Config fields: the single source of the `--dump` schema and of validation.
     pub fields: &'static [schema::Field],
-    /// Builds an instance from Kong's config JSON; the error names the bad field(s).
-    pub start: fn(&[u8]) -> Result<Plugin, String>,
+    /// Builds an instance from Kong's config JSON, with the process's shared services
+    /// (caches, clients, clock); the error names the bad field(s).
+    pub start: fn(&[u8], &Services) -> Result<Plugin, StartError>,
 }
 
 impl PluginSpec {

@@ -73,8 +73,9 @@ pub struct Script {
     log: Vec<Step>,
 }
 
-fn start(config: &[u8]) -> Result<Plugin, String> {
-    let config: Config = serde_json::from_slice(config).map_err(|e| format!("field 'steps': {e}"))?;
+fn start(config: &[u8], _: &crate::services::Services) -> Result<Plugin, super::StartError> {
+    let config: Config =
+        serde_json::from_slice(config).map_err(|e| super::StartError::field("steps", e.to_string()))?;
     Ok(Plugin::Script(Arc::new(Script { access: config.steps, log: config.log_steps })))
 }
 

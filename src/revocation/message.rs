@@ -15,9 +15,8 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
-use crate::plugins::api_key::cache::KeyCache;
 use crate::plugins::jwt::config::JwksTiming;
-use crate::plugins::jwt::jwks::JwksCache;
+use crate::services::Services;
 
 /// A message larger than this is not ours (a real one is < 300 bytes): ignored unread.
 pub const MAX_MESSAGE_BYTES: usize = 4096;
@@ -90,32 +89,27 @@ impl Message {
     }
 }
 
-/// The caches messages act on. The process passes its registries ([`Targets::process`]);
-/// tests pass their own.
-#[derive(Clone, Copy)]
-pub struct Targets {
-    pub api_keys: fn() -> Vec<Arc<KeyCache>>,
-    pub jwks: fn() -> Vec<(String, Arc<JwksCache>)>,
-}
+/// The caches messages act on: those of one [`Services`] (the process's; a test's own).
+#[derive(Clone)]
+pub struct Targets(Arc<Services>);
 
 impl Targets {
-    /// Every API-key and JWKS cache of this process.
-    pub fn process() -> Targets {
-        Targets { api_keys: crate::plugins::api_key::cache::all, jwks: crate::plugins::jwt::jwks::all }
+    pub fn new(services: Arc<Services>) -> Targets {
+        Targets(services)
     }
 
     /// Applies `message`; returns the API-key verdicts dropped. Cache eviction takes the
     /// caches' locks briefly (in chunks); JWKS refreshes run on their own tasks, so a slow
     /// JWKS endpoint never holds up the next message.
     pub fn apply(&self, message: &Message) -> usize {
-        let caches = || (self.api_keys)().into_iter();
+        let caches = || self.0.api_key_caches().into_iter();
         match message {
             Message::ApiKey { key_id } => caches().map(|c| c.evict_key_id(key_id)).sum(),
             Message::Account { account_id } => caches().map(|c| c.evict_account(account_id)).sum(),
             Message::Flush => self.flush(),
             Message::Jwks { jwks_url } => {
                 let wanted = jwks_url.as_deref().map(|u| u.trim_end_matches('/'));
-                for (url, cache) in (self.jwks)() {
+                for (url, cache) in self.0.jwks_caches() {
                     if wanted.is_none_or(|w| w == url.trim_end_matches('/')) {
                         tokio::spawn(async move { cache.refresh_now(&JwksTiming::defaults()).await });
                     }
@@ -127,13 +121,54 @@ impl Targets {
 
     /// Drops every cached API-key verdict (also done on every (re)subscription).
     pub fn flush(&self) -> usize {
-        (self.api_keys)().iter().map(|c| c.flush()).sum()
+        self.0.api_key_caches().iter().map(|c| c.flush()).sum()
+    }
+
+    /// Where the subscriber reports its state.
+    pub fn health(&self) -> &crate::health::Health {
+        &self.0.health
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn messages_act_on_the_caches_of_the_services_they_were_given() {
+        use crate::plugins::api_key::cache::{Lifetimes, Verdict};
+        use crate::plugins::api_key::client::{Answer, KeyInfo};
+        use std::time::Duration;
+        let lifetimes = Lifetimes {
+            positive: Duration::from_secs(60),
+            negative: Duration::from_secs(15),
+            stale_if_error: Duration::ZERO,
+            refresh_ahead: Duration::ZERO,
+        };
+        let fill = |services: &Services, key_id: &'static str| {
+            let cache = services.api_key_cache("http://auth/lookup#");
+            let digest = services.keyed.digest(key_id.as_bytes());
+            let info = KeyInfo {
+                account_id: "acc".into(),
+                key_id: key_id.into(),
+                user_id: None,
+                consumer_username: None,
+                expires_at: None,
+            };
+            async move {
+                let (verdict, _) = cache.resolve(digest, lifetimes, move || async move { Answer::Valid(info) }).await;
+                assert!(matches!(verdict, Verdict::Valid(_)));
+            }
+        };
+        let (ours, theirs) = (Services::for_tests(), Services::for_tests());
+        fill(&ours, "key_1").await;
+        fill(&ours, "key_2").await;
+        fill(&theirs, "key_1").await;
+        let targets = Targets::new(ours.clone());
+        assert_eq!(targets.apply(&Message::ApiKey { key_id: "key_1".into() }), 1);
+        assert_eq!(targets.apply(&Message::Flush), 1, "key_2 was left");
+        assert_eq!(theirs.api_key_caches()[0].len(), (1, 0), "other services are not touched");
+    }
 
     #[test]
     fn the_four_messages_of_the_contract_parse() {

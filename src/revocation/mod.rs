@@ -21,7 +21,7 @@ use futures::StreamExt;
 use rand::Rng;
 use redis::aio::{PubSubSink, PubSubStream};
 
-use crate::health::{self, RevocationHealth};
+use crate::health::RevocationHealth;
 use crate::metrics::{self, KindLabels};
 pub use message::{Malformed, Message, Targets};
 
@@ -100,7 +100,7 @@ pub async fn run(subscription: Subscription, targets: Targets) {
     let mut subscriptions: u64 = 0;
     let mut last_error: Option<String> = None;
     let report = |state: &'static str, last_error: &Option<String>, subscriptions: u64| {
-        health::report_revocation(RevocationHealth {
+        targets.health().report_revocation(RevocationHealth {
             state,
             channel: subscription.channel.clone(),
             last_error: last_error.clone(),
@@ -121,7 +121,7 @@ pub async fn run(subscription: Subscription, targets: Targets) {
                 let flushed = targets.flush();
                 m.evictions.get_or_create(&KindLabels { kind: "subscribe" }).inc_by(flushed as u64);
                 tracing::info!(channel = %subscription.channel, flushed, "subscribed to the revocation channel");
-                let why = listen(sink, stream, targets).await;
+                let why = listen(sink, stream, &targets).await;
                 m.connected.set(0);
                 tracing::warn!(
                     channel = %subscription.channel,
@@ -145,7 +145,7 @@ pub async fn run(subscription: Subscription, targets: Targets) {
 }
 
 /// Applies messages until the connection ends or stops answering pings; returns why.
-async fn listen(mut sink: PubSubSink, mut stream: PubSubStream, targets: Targets) -> String {
+async fn listen(mut sink: PubSubSink, mut stream: PubSubStream, targets: &Targets) -> String {
     let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + PING_EVERY, PING_EVERY);
     loop {
         tokio::select! {
@@ -163,7 +163,7 @@ async fn listen(mut sink: PubSubSink, mut stream: PubSubStream, targets: Targets
 }
 
 /// One message: applied, or counted and ignored.
-pub fn handle(payload: &[u8], targets: Targets) {
+pub fn handle(payload: &[u8], targets: &Targets) {
     let m = &metrics::global().revocation;
     match Message::parse(payload) {
         Ok(message) => {

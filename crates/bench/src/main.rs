@@ -18,6 +18,7 @@
 //! Nothing here asserts a timing: the figures and ratios are printed, never checked.
 
 mod auth;
+mod cache_memory;
 mod kong;
 mod load;
 mod procfs;
@@ -134,6 +135,9 @@ fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
     if args.get(1).map(String::as_str) == Some("zero-work-server") {
         return zero::main(&args[2..]);
+    }
+    if args.get(1).map(String::as_str) == Some("cache-memory") {
+        return cache_memory::main(&args[2..]);
     }
     let cli = Cli::parse();
     if !cli.emulator {

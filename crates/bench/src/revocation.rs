@@ -21,7 +21,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use dev_auth_service::{fixtures, DevAuthService, DevConfig};
-use ghasi_plugin_server::plugins::api_key::cache::{digest, KeyCache, Lifetimes};
+use ghasi_plugin_server::clock::Clock;
+use ghasi_plugin_server::keyed_hash::KeyedHash;
+use ghasi_plugin_server::plugins::api_key::cache::{KeyCache, Lifetimes};
 use ghasi_plugin_server::plugins::api_key::client::{Answer, KeyInfo};
 use kong_emulator::{Kong, Request, Value};
 use serde_json::json;
@@ -187,7 +189,8 @@ async fn hot_key(server: &Path, refresh_ahead: u64) -> anyhow::Result<String> {
 }
 
 async fn scan(keys: usize) -> String {
-    let cache = Arc::new(KeyCache::new(keys, 16));
+    let cache = Arc::new(KeyCache::new(keys, 16, Clock::system()));
+    let keyed = KeyedHash::random();
     let lifetimes = Lifetimes {
         positive: Duration::from_secs(3600),
         negative: Duration::from_secs(15),
@@ -204,7 +207,11 @@ async fn scan(keys: usize) -> String {
             expires_at: None,
         };
         cache
-            .resolve(digest(format!("scan-{i}").as_bytes()), lifetimes, move || async move { Answer::Valid(info) })
+            .resolve(
+                keyed.digest(format!("scan-{i}").as_bytes()),
+                lifetimes,
+                move || async move { Answer::Valid(info) },
+            )
             .await;
     }
     eprintln!("   eviction scan: {keys} keys cached in {:.1} s", fill.elapsed().as_secs_f64());
@@ -212,10 +219,10 @@ async fn scan(keys: usize) -> String {
     let stop = Arc::new(AtomicBool::new(false));
     let worst_ns = Arc::new(AtomicU64::new(0));
     let reader = {
-        let (cache, stop, worst_ns) = (cache.clone(), stop.clone(), worst_ns.clone());
+        let (cache, stop, worst_ns, keyed) = (cache.clone(), stop.clone(), worst_ns.clone(), keyed.clone());
         std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread().build().expect("runtime");
-            let d = digest(b"scan-1");
+            let d = keyed.digest(b"scan-1");
             while !stop.load(Ordering::Relaxed) {
                 let t = Instant::now();
                 rt.block_on(cache.resolve(d, lifetimes, || async { Answer::Invalid { status: 404 } }));

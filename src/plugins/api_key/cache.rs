@@ -2,9 +2,9 @@
 //! process-wide, keyed by a keyed hash of the API key, with single-flight lookups and separate
 //! budgets for valid and invalid keys.
 //!
-//! * **Keyed hash, never the key.** Entries are keyed by `HMAC-SHA256(pepper, key)` (its first
-//!   128 bits) with a random pepper drawn once per process, so neither the cache nor a memory
-//!   dump nor a log line holds a plaintext key, and the digests cannot be precomputed offline.
+//! * **Keyed hash, never the key.** Entries are keyed by the process's [`KeyedHash`] of the
+//!   key (`HMAC-SHA256(pepper, key)`, 128 bits), so neither the cache nor a memory dump nor a
+//!   log line holds a plaintext key, and the digests cannot be precomputed offline.
 //! * **Single flight.** Concurrent misses for one key wait on the one lookup in flight. The
 //!   lookup runs in its own task, so it completes (and fills the cache) even if the request
 //!   that started it goes away.
@@ -35,72 +35,42 @@
 //! Measured (`scripts/bench --only memory`, 42-byte identities): 146 bytes of RSS per
 //! cached key, 145 MiB with 1,000,000 keys cached.
 //!
-//! Eviction samples [`SAMPLE`] slots (one from each of as many equal stretches of the `Vec`)
-//! and removes the least recently used of them, like Redis's `allkeys-lru`; with at most
+//! Eviction (`plugins::lru`, shared with the verified-token cache) samples [`SAMPLE`] slots (one
+//! from each of as many equal stretches of the `Vec`) and removes the least recently used of
+//! them, like Redis's `allkeys-lru`; with at most
 //! [`SAMPLE`] entries that is exact LRU. A hit is one table probe under the mutex.
 //!
-//! All times come from [`crate::clock`], so tests move the process clock instead of sleeping.
-//! The registry holds one cache per auth-service (URL, lookup path and service token), for
-//! the life of the process: a Kong reconfiguration replaces instances, and the cache should
-//! survive that.
+//! All times come from the cache's [`Clock`], so tests move that clock instead of sleeping.
+//! The [`Services`](crate::services::Services) hold one cache per auth-service (URL, lookup
+//! path and service token), for the life of the process: a Kong reconfiguration replaces
+//! instances, and the cache should survive that.
+//!
+//! [`KeyedHash`]: crate::keyed_hash::KeyedHash
+//! [`SAMPLE`]: crate::plugins::lru::SAMPLE
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use hashbrown::HashTable;
-use hmac::{Hmac, Mac};
 use parking_lot::{Mutex, MutexGuard};
-use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::gauge::Gauge;
-use sha2::Sha256;
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 
 use super::client::{Answer, KeyInfo, MAX_IDENTITY_LEN};
-use crate::{clock, metrics};
+use crate::clock::Clock;
+use crate::keyed_hash::KeyedHash;
+use crate::metrics;
+use crate::plugins::lru::Lru;
 
-/// `HMAC-SHA256(pepper, key)`, its first 128 bits: still keyed, and a collision among even
-/// billions of keys is out of reach (birthday bound ≈ 2⁶⁴).
-pub type Digest = [u8; 16];
+/// The keyed hash of an API key ([`KeyedHash::digest`]).
+pub use crate::keyed_hash::Digest;
 
 /// Valid keys kept at most per auth-service unless `--api-key-cache-entries` says otherwise.
 pub const DEFAULT_POSITIVE_CAPACITY: usize = 1_000_000;
 /// Invalid keys kept at most. Deliberately small: negative entries protect auth-service from
 /// repeated bad keys, and a flood of distinct ones should churn here, not grow memory.
 pub const NEGATIVE_CAPACITY: usize = 4_096;
-/// Entries compared per eviction.
-pub const SAMPLE: usize = 16;
-
-static POSITIVE_CAPACITY: AtomicUsize = AtomicUsize::new(DEFAULT_POSITIVE_CAPACITY);
-
-/// Sets the valid-key budget of caches created from now on (`--api-key-cache-entries`; the
-/// server calls it at startup, before any instance exists). At least 1.
-pub fn set_positive_capacity(entries: usize) {
-    POSITIVE_CAPACITY.store(entries.max(1), Ordering::Relaxed);
-}
-
-/// The valid-key budget new caches get.
-pub fn positive_capacity() -> usize {
-    POSITIVE_CAPACITY.load(Ordering::Relaxed)
-}
-
-/// The keyed hash of an API key, with this process's pepper.
-pub fn digest(key: &[u8]) -> Digest {
-    static KEYED: OnceLock<Hmac<Sha256>> = OnceLock::new();
-    let keyed = KEYED.get_or_init(|| {
-        let pepper: [u8; 32] = rand::random();
-        Hmac::<Sha256>::new_from_slice(&pepper).expect("HMAC accepts any key length")
-    });
-    let mut mac = keyed.clone();
-    mac.update(key);
-    let full = mac.finalize().into_bytes();
-    let mut digest = [0; 16];
-    digest.copy_from_slice(&full[..16]);
-    digest
-}
 
 /// The lifetimes one instance applies when reading the cache.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -228,7 +198,7 @@ impl CacheStatus {
     }
 }
 
-/// Milliseconds on the [`clock::now`] scale (entries store times as `u64` milliseconds).
+/// Milliseconds on the [`Clock::now`] scale (entries store times as `u64` milliseconds).
 fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
@@ -283,6 +253,7 @@ pub struct KeyCache {
     state: Mutex<State>,
     /// Permits for background revalidations ([`MAX_REVALIDATIONS`]).
     revalidations: Arc<Semaphore>,
+    clock: Clock,
 }
 
 struct State {
@@ -298,10 +269,11 @@ struct State {
 }
 
 impl KeyCache {
-    pub fn new(positive_capacity: usize, negative_capacity: usize) -> KeyCache {
+    pub fn new(positive_capacity: usize, negative_capacity: usize, clock: Clock) -> KeyCache {
         KeyCache {
             state: Mutex::new(State::new(positive_capacity, negative_capacity)),
             revalidations: Arc::new(Semaphore::new(MAX_REVALIDATIONS)),
+            clock,
         }
     }
 
@@ -319,7 +291,7 @@ impl KeyCache {
     {
         let (mut flight, status) = {
             let mut state = self.state.lock();
-            if let Some((cached, due)) = state.fresh(&digest, lifetimes, clock::now()) {
+            if let Some((cached, due)) = state.fresh(&digest, lifetimes, self.clock.now()) {
                 if due {
                     self.revalidate(&mut state, digest, lookup);
                 }
@@ -338,7 +310,7 @@ impl KeyCache {
         match fetched {
             Fetched::Valid(identity) => (Verdict::Valid(identity), status),
             Fetched::Invalid => (Verdict::Invalid, status),
-            Fetched::Unavailable => match self.state.lock().stale(&digest, lifetimes, clock::now()) {
+            Fetched::Unavailable => match self.state.lock().stale(&digest, lifetimes, self.clock.now()) {
                 Some(identity) => (Verdict::Valid(identity), CacheStatus::Stale),
                 None => (Verdict::Unavailable, status),
             },
@@ -365,7 +337,8 @@ impl KeyCache {
             let answer = lookup.await;
             // Recording the answer and ending the flight happen under one lock,
             // so a request arriving meanwhile sees either the flight or the entry.
-            let fetched = cache.state.lock().settle_since(digest, answer, clock::now(), clock::unix_now(), epoch);
+            let (now, unix_now) = (cache.clock.now(), cache.clock.unix_now());
+            let fetched = cache.state.lock().settle_since(digest, answer, now, unix_now, epoch);
             if let Some(permit) = permit {
                 drop(permit);
                 let result = match fetched {
@@ -475,9 +448,9 @@ impl KeyCache {
 impl State {
     fn new(positive_capacity: usize, negative_capacity: usize) -> State {
         State {
-            positive: Lru::new("positive", positive_capacity),
+            positive: Lru::new(super::NAME, "positive", positive_capacity),
             texts: Texts::new(),
-            negative: Lru::new("negative", negative_capacity),
+            negative: Lru::new(super::NAME, "negative", negative_capacity),
             flights: HashMap::new(),
             epoch: 0,
         }
@@ -604,34 +577,16 @@ impl State {
     }
 }
 
-/// Identifies one auth-service for the registry: URL, lookup path and a hash of the token
-/// (two tokens may see different answers; the token itself is not kept here).
-pub fn cache_id(auth_service_url: &str, lookup_path: &str, service_token: Option<&str>) -> String {
-    let token = service_token.map(|t| hex(&digest(t.as_bytes())[..8])).unwrap_or_default();
+/// Identifies one auth-service for the services' cache registry: URL, lookup path and a
+/// keyed hash of the token (two tokens may see different answers; the token itself is not
+/// kept here).
+pub fn cache_id(keyed: &KeyedHash, auth_service_url: &str, lookup_path: &str, service_token: Option<&str>) -> String {
+    let token = service_token.map(|t| hex(&keyed.digest(t.as_bytes())[..8])).unwrap_or_default();
     format!("{}{lookup_path}#{token}", auth_service_url.trim_end_matches('/'))
 }
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn caches() -> &'static Mutex<HashMap<String, Arc<KeyCache>>> {
-    static CACHES: OnceLock<Mutex<HashMap<String, Arc<KeyCache>>>> = OnceLock::new();
-    CACHES.get_or_init(Default::default)
-}
-
-/// The process-wide cache of one auth-service, shared by every instance and Kong worker.
-pub fn shared(id: &str) -> Arc<KeyCache> {
-    caches()
-        .lock()
-        .entry(id.to_owned())
-        .or_insert_with(|| Arc::new(KeyCache::new(positive_capacity(), NEGATIVE_CAPACITY)))
-        .clone()
-}
-
-/// Every cache created so far (for revocation messages, which name a key, not a service).
-pub fn all() -> Vec<Arc<KeyCache>> {
-    caches().lock().values().cloned().collect()
 }
 
 /// Bytes per text block.
@@ -718,173 +673,12 @@ impl Texts {
     }
 }
 
-/// One entry of an [`Lru`].
-struct Slot<V> {
-    digest: Digest,
-    /// The map's use counter at the entry's last read or write.
-    used: u64,
-    value: V,
-}
-
-/// The table hash of a digest: its first 8 bytes. The digest is already a keyed hash, so
-/// nobody without the pepper can aim keys at one bucket.
-fn table_hash(digest: &Digest) -> u64 {
-    u64::from_le_bytes(digest[..8].try_into().expect("a digest has 16 bytes"))
-}
-
-/// A bounded map that, when full, evicts the least recently used of [`SAMPLE`] sampled
-/// entries (of all of them while it holds at most [`SAMPLE`]), and reports its size and
-/// evictions as metrics (`cache` label = its name). The entries live in one `Vec`; the index
-/// maps a digest to its slot, so there is no allocation per entry.
-struct Lru<V> {
-    /// The entries, in no particular order: removing one moves the last into its place.
-    slots: Vec<Slot<V>>,
-    /// Slot numbers, found by [`table_hash`] of their digest.
-    index: HashTable<u32>,
-    tick: u64,
-    capacity: usize,
-    /// xorshift state, for sampling.
-    rng: u64,
-    entries_gauge: Gauge,
-    evictions: Counter,
-}
-
-impl<V> Lru<V> {
-    fn new(name: &'static str, capacity: usize) -> Self {
-        Lru::with_seed(name, capacity, rand::random())
-    }
-
-    fn with_seed(name: &'static str, capacity: usize, seed: u64) -> Self {
-        let labels = metrics::CacheNameLabels { plugin: super::NAME, cache: name };
-        let m = metrics::global();
-        Lru {
-            slots: Vec::new(),
-            index: HashTable::new(),
-            tick: 0,
-            capacity: capacity.clamp(1, u32::MAX as usize),
-            rng: seed | 1,
-            entries_gauge: m.cache_entries.get_or_create(&labels).clone(),
-            evictions: m.cache_evictions.get_or_create(&labels).clone(),
-        }
-    }
-
-    fn position(&self, digest: &Digest) -> Option<usize> {
-        let slots = &self.slots;
-        self.index.find(table_hash(digest), |&i| slots[i as usize].digest == *digest).map(|&i| i as usize)
-    }
-
-    fn get(&mut self, digest: &Digest) -> Option<&V> {
-        self.get_mut(digest).map(|v| &*v)
-    }
-
-    fn get_mut(&mut self, digest: &Digest) -> Option<&mut V> {
-        let i = self.position(digest)?;
-        self.tick += 1;
-        let slot = &mut self.slots[i];
-        slot.used = self.tick;
-        Some(&mut slot.value)
-    }
-
-    /// The value in slot `i` (`i < len`), without counting a use.
-    fn value_at_mut(&mut self, i: usize) -> &mut V {
-        &mut self.slots[i].value
-    }
-
-    /// Inserts or replaces; `dropped` gets the value replaced and those evicted.
-    fn insert(&mut self, digest: Digest, value: V, mut dropped: impl FnMut(V)) {
-        self.tick += 1;
-        if let Some(i) = self.position(&digest) {
-            let old = std::mem::replace(&mut self.slots[i], Slot { digest, used: self.tick, value });
-            dropped(old.value);
-            return;
-        }
-        let mut evicted = 0;
-        while self.slots.len() >= self.capacity {
-            let victim = self.victim();
-            dropped(self.remove_at(victim));
-            evicted += 1;
-        }
-        let i = u32::try_from(self.slots.len()).expect("capacity fits a u32");
-        self.slots.push(Slot { digest, used: self.tick, value });
-        let slots = &self.slots;
-        self.index.insert_unique(table_hash(&digest), i, |&j| table_hash(&slots[j as usize].digest));
-        if evicted > 0 {
-            self.evictions.inc_by(evicted);
-        }
-        self.entries_gauge.inc_by(1 - evicted as i64);
-    }
-
-    /// The slot to evict: the least recently used of one random slot from each of
-    /// [`SAMPLE`] equal stretches of `slots`. The sampled slots are distinct, so the victim
-    /// is never one of the `SAMPLE - 1` most recently used entries.
-    fn victim(&mut self) -> usize {
-        let len = self.slots.len();
-        if len <= SAMPLE {
-            return (0..len).min_by_key(|&i| self.slots[i].used).unwrap_or(0);
-        }
-        let mut best = (u64::MAX, 0);
-        for k in 0..SAMPLE {
-            let (lo, hi) = (k * len / SAMPLE, (k + 1) * len / SAMPLE);
-            let i = lo + (self.next_random() % (hi - lo) as u64) as usize;
-            best = best.min((self.slots[i].used, i));
-        }
-        best.1
-    }
-
-    /// xorshift64*: fast, and good enough to spread samples.
-    fn next_random(&mut self) -> u64 {
-        self.rng ^= self.rng >> 12;
-        self.rng ^= self.rng << 25;
-        self.rng ^= self.rng >> 27;
-        self.rng.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    /// Removes slot `i` (the last slot moves into its place) without touching the metrics.
-    fn remove_at(&mut self, i: usize) -> V {
-        let digest = self.slots[i].digest;
-        if let Ok(entry) = self.index.find_entry(table_hash(&digest), |&j| j as usize == i) {
-            entry.remove();
-        } else {
-            debug_assert!(false, "slot {i} is not indexed");
-        }
-        let removed = self.slots.swap_remove(i);
-        if let Some(moved) = self.slots.get(i) {
-            let from = self.slots.len() as u32;
-            if let Some(j) = self.index.find_mut(table_hash(&moved.digest), |&j| j == from) {
-                *j = i as u32;
-            } else {
-                debug_assert!(false, "slot {from} is not indexed");
-            }
-        }
-        removed.value
-    }
-
-    /// Takes every entry out (the caller frees them, after its lock): the slots and the
-    /// index.
-    fn take_all(&mut self) -> (Vec<Slot<V>>, HashTable<u32>) {
-        self.entries_gauge.dec_by(self.slots.len() as i64);
-        (std::mem::take(&mut self.slots), std::mem::take(&mut self.index))
-    }
-
-    /// Removes `digest`'s entry, if any, handing its value to `dropped`.
-    fn remove(&mut self, digest: &Digest, dropped: impl FnOnce(V)) -> bool {
-        let Some(i) = self.position(digest) else {
-            return false;
-        };
-        dropped(self.remove_at(i));
-        self.entries_gauge.dec();
-        true
-    }
-
-    fn len(&self) -> usize {
-        self.slots.len()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::plugins::api_key::client::{self, Trouble};
+    use crate::plugins::api_key::client;
+    use crate::plugins::lru::Slot;
+    use crate::upstream::Failure;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     const LIFETIMES: Lifetimes = Lifetimes {
@@ -921,19 +715,21 @@ mod tests {
         }
     }
 
-    #[test]
-    fn digests_are_keyed_and_distinct() {
-        assert_eq!(digest(b"key-1"), digest(b"key-1"));
-        assert_ne!(digest(b"key-1"), digest(b"key-2"));
-        // Not the plain SHA-256: the pepper is mixed in.
+    /// A digest for the tests: the cache does not care how digests are made (the plugin
+    /// uses the services' keyed hash), only that distinct keys get distinct ones.
+    fn digest(key: &[u8]) -> Digest {
         use sha2::Digest as _;
-        let plain: [u8; 32] = Sha256::digest(b"key-1").into();
-        assert_ne!(digest(b"key-1")[..], plain[..16]);
+        let full: [u8; 32] = sha2::Sha256::digest(key).into();
+        full[..16].try_into().unwrap()
+    }
+
+    fn cache(positive: usize, negative: usize) -> Arc<KeyCache> {
+        Arc::new(KeyCache::new(positive, negative, Clock::system()))
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn concurrent_misses_make_one_lookup() {
-        let cache = Arc::new(KeyCache::new(10, 10));
+        let cache = cache(10, 10);
         let calls = Arc::new(AtomicUsize::new(0));
         let d = digest(b"one-key");
         let mut tasks = Vec::new();
@@ -958,7 +754,7 @@ mod tests {
 
     #[tokio::test]
     async fn invalid_floods_do_not_evict_valid_keys() {
-        let cache = Arc::new(KeyCache::new(2, 3));
+        let cache = cache(2, 3);
         let calls = Arc::new(AtomicUsize::new(0));
         let good = digest(b"good");
         cache.resolve(good, LIFETIMES, counted(&calls, Answer::Valid(info("acc")))).await;
@@ -981,7 +777,7 @@ mod tests {
 
     #[tokio::test]
     async fn lru_evicts_the_least_recently_used_valid_key() {
-        let cache = Arc::new(KeyCache::new(2, 2));
+        let cache = cache(2, 2);
         let calls = Arc::new(AtomicUsize::new(0));
         let [a, b, c] = [digest(b"a"), digest(b"b"), digest(b"c")];
         for d in [a, b] {
@@ -999,10 +795,10 @@ mod tests {
 
     #[tokio::test]
     async fn unavailable_is_never_cached() {
-        let cache = Arc::new(KeyCache::new(2, 2));
+        let cache = cache(2, 2);
         let calls = Arc::new(AtomicUsize::new(0));
         let d = digest(b"k");
-        let down = Answer::Unavailable(Trouble::Status(503));
+        let down = Answer::Unavailable(Failure::Status(503));
         assert_eq!(
             cache.resolve(d, LIFETIMES, counted(&calls, down.clone())).await,
             (Verdict::Unavailable, CacheStatus::Miss)
@@ -1015,14 +811,14 @@ mod tests {
 
     #[test]
     fn cache_ids_separate_services_and_tokens_without_holding_the_token() {
-        let a = cache_id("http://a/", "/v", Some("secret-token"));
-        assert_eq!(a, cache_id("http://a", "/v", Some("secret-token")));
-        assert_ne!(a, cache_id("http://a", "/v", Some("other")));
-        assert_ne!(a, cache_id("http://a", "/w", Some("secret-token")));
-        assert_ne!(a, cache_id("http://a", "/v", None));
+        let keyed = KeyedHash::random();
+        let id = |url, path, token| cache_id(&keyed, url, path, token);
+        let a = id("http://a/", "/v", Some("secret-token"));
+        assert_eq!(a, id("http://a", "/v", Some("secret-token")));
+        assert_ne!(a, id("http://a", "/v", Some("other")));
+        assert_ne!(a, id("http://a", "/w", Some("secret-token")));
+        assert_ne!(a, id("http://a", "/v", None));
         assert!(!a.contains("secret-token"));
-        assert!(Arc::ptr_eq(&shared(&a), &shared(&a)));
-        assert!(!Arc::ptr_eq(&shared(&a), &shared(&cache_id("http://a", "/v", None))));
     }
 
     fn state() -> State {
@@ -1070,7 +866,7 @@ mod tests {
         assert!(matches!(st.cached(&a, stale, S(62)), Some((Verdict::Invalid, CacheStatus::Negative))));
         assert!(st.stale(&a, stale, S(62)).is_none(), "revoked keys are never served stale");
         assert!(st.cached(&a, stale, S(61 + 15)).is_none(), "negative entries live negative_cache_ttl");
-        st.settle(a, Answer::Unavailable(Trouble::Timeout(500)), S(80), 1_000_080);
+        st.settle(a, Answer::Unavailable(Failure::Timeout("500 ms".into())), S(80), 1_000_080);
         assert_eq!((st.positive.len(), st.negative.len()), (0, 1), "unavailable changes nothing");
         st.settle(a, Answer::Valid(info("acc")), S(90), 1_000_090);
         assert_eq!((st.positive.len(), st.negative.len()), (1, 0), "a valid answer replaces the negative entry");
@@ -1125,7 +921,7 @@ mod tests {
 
     #[tokio::test]
     async fn revocations_evict_by_key_id_by_account_and_all() {
-        let cache = Arc::new(KeyCache::new(100, 10));
+        let cache = cache(100, 10);
         let calls = Arc::new(AtomicUsize::new(0));
         let keys = [("acc_a", "key_1"), ("acc_a", "key_2"), ("acc_b", "key_3"), ("acc_c", "key_4")];
         for (account, key_id) in keys {
@@ -1158,13 +954,14 @@ mod tests {
             let account = if i % 10 == 0 { "acc_hit" } else { "acc_other" };
             st.settle(*d, keyed(account, &format!("key_{i}")), S(0), 1_000_000);
         }
-        let cache = KeyCache { state: Mutex::new(st), revalidations: Arc::new(Semaphore::new(1)) };
+        let cache =
+            KeyCache { state: Mutex::new(st), revalidations: Arc::new(Semaphore::new(1)), clock: Clock::system() };
         let want = keys.len().div_ceil(10);
         assert_eq!(cache.evict_account("acc_hit"), want);
         let st = cache.state.lock();
         assert_eq!(st.positive.len(), keys.len() - want);
         assert!(st.positive.slots.iter().all(|s| s.value.identity.account_id() == "acc_other"));
-        assert_consistent(&st.positive);
+        st.positive.assert_consistent();
     }
 
     #[test]
@@ -1203,82 +1000,6 @@ mod tests {
     /// Digests `0..n` of a test set.
     fn digests(set: &str, n: usize) -> Vec<Digest> {
         (0..n).map(|i| digest(format!("{set}-{i}").as_bytes())).collect()
-    }
-
-    /// Every entry is found at its slot, and nothing else is indexed.
-    fn assert_consistent<V>(lru: &Lru<V>) {
-        assert_eq!(lru.index.len(), lru.slots.len());
-        for (i, slot) in lru.slots.iter().enumerate() {
-            assert_eq!(lru.position(&slot.digest), Some(i));
-        }
-    }
-
-    #[test]
-    fn removal_and_eviction_keep_the_index_consistent() {
-        let mut lru = Lru::with_seed("test-index", 50, 7);
-        let keys = digests("index", 200);
-        for (n, d) in keys.iter().enumerate() {
-            lru.insert(*d, n, drop);
-            if n % 3 == 0 {
-                lru.remove(&keys[n / 2], drop);
-            }
-            assert_consistent(&lru);
-        }
-        assert_eq!(lru.len(), 50);
-        for d in &keys {
-            if let Some(i) = lru.position(d) {
-                assert_eq!(lru.slots[i].digest, *d);
-            }
-        }
-        // Replacing a value neither grows nor evicts.
-        let present = lru.slots[10].digest;
-        lru.insert(present, 999, drop);
-        assert_eq!((lru.len(), lru.get(&present).copied()), (50, Some(999)));
-        assert_consistent(&lru);
-    }
-
-    #[test]
-    fn sampled_eviction_never_takes_one_of_the_most_recently_used() {
-        let mut lru = Lru::with_seed("test-hot", 64, 1);
-        let keys = digests("hot", 64);
-        for d in &keys {
-            lru.insert(*d, (), drop);
-        }
-        let hot = &keys[..SAMPLE - 1];
-        for (n, d) in digests("new", 1_000).into_iter().enumerate() {
-            for h in hot {
-                assert!(lru.get(h).is_some(), "hot key evicted before insert {n}");
-            }
-            lru.insert(d, (), drop);
-        }
-        assert_eq!(lru.len(), 64);
-        assert_eq!(lru.evictions.get(), 1_000);
-        assert_eq!(lru.entries_gauge.get(), 64);
-        assert_consistent(&lru);
-    }
-
-    #[test]
-    fn sampled_eviction_evicts_the_least_recently_used_among_the_sample() {
-        let mut lru = Lru::with_seed("test-sampled", 1_000, 42);
-        let keys = digests("old", 1_000);
-        for d in &keys {
-            lru.insert(*d, (), drop);
-        }
-        // The first half is read again: the second half is now the least recently used.
-        for d in &keys[..500] {
-            lru.get(d);
-        }
-        for d in digests("fresh", 100) {
-            lru.insert(d, (), drop);
-        }
-        let kept = |range: std::ops::Range<usize>| keys[range].iter().filter(|d| lru.position(d).is_some()).count();
-        // A recently read key goes only if all 16 samples are recent (≤ 0.6¹⁶ per eviction).
-        assert_eq!(kept(0..500), 500, "no recently read key was evicted");
-        assert_eq!(kept(500..1_000), 400, "100 of the unread ones were");
-        // The victim is the oldest of its sample: the earliest inserted of the unread half
-        // go first.
-        assert!(kept(500..600) + 30 < kept(900..1_000), "{} vs {}", kept(500..600), kept(900..1_000));
-        assert_eq!(lru.evictions.get(), 100);
     }
 
     /// Bytes of text held by the blocks the cache still uses, and bytes its entries use.

@@ -9,22 +9,27 @@
 //! timeout, a connection error or a body that does not parse → unavailable. Only "valid" and
 //! "invalid" are verdicts the cache may keep; "unavailable" is transient by definition.
 //!
-//! The HTTP client (connection pool) is process-wide per `auth_service_url`: Kong creates one
-//! plugin instance per config per nginx worker, and they must share connections, not open N
-//! pools against the same service (docs/design.md#caches-and-their-lifetimes). Trouble is reported
-//! here, as a warning that is rate-limited per auth-service so an outage does not flood the logs.
-//! Nothing logged here contains the key: it only travels in the request body.
+//! The HTTP connection [`Pool`] is one per `auth_service_url` in the services: Kong creates
+//! one plugin instance per config per nginx worker, and they must share connections, not open
+//! N pools against the same service (docs/design.md#caches-and-their-lifetimes). The transport (hardened client, capped
+//! body, failure kinds, `Date` skew) is [`crate::upstream`]'s, shared with the JWKS fetcher.
+//! Failures are reported here, as a warning that is rate-limited per auth-service so an outage
+//! does not flood the logs. Nothing logged here contains the key: it only travels in the
+//! request body.
 
-use std::collections::HashMap;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use parking_lot::Mutex;
 use reqwest::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE};
 use serde::Deserialize;
 
+use crate::clock::Clock;
+use crate::health::Health;
+use crate::plugins::StartError;
+use crate::services::Services;
+use crate::upstream::{self, DateSkew, Failure};
 use crate::warn_limiter::WarnLimiter;
-use crate::{clock_skew, metrics, warn_limited};
+use crate::{metrics, warn_limited};
 
 /// Largest response body read from auth-service; a bigger one is "unavailable", not a
 /// reason to buffer without bound.
@@ -48,7 +53,7 @@ pub enum Answer {
     /// `403` or `404`: the key is unknown, revoked, expired or its account suspended.
     Invalid { status: u16 },
     /// No usable answer: auth-service is down, slow, refusing, failing or talking nonsense.
-    Unavailable(Trouble),
+    Unavailable(Failure),
 }
 
 /// The identity auth-service reports for a valid key.
@@ -61,37 +66,6 @@ pub struct KeyInfo {
     pub consumer_username: Option<String>,
     /// The key's own expiry, Unix seconds.
     pub expires_at: Option<i64>,
-}
-
-/// Why auth-service gave no usable answer.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum Trouble {
-    #[error("no answer within {0} ms")]
-    Timeout(u64),
-    #[error("cannot connect: {0}")]
-    Connect(String),
-    #[error("answered HTTP {0}")]
-    Status(u16),
-    /// `401`: auth-service refused our `service_token` (a misconfiguration of this edge).
-    #[error("refused our service_token (HTTP 401): check the route's service_token")]
-    ServiceTokenRefused,
-    #[error("unusable 200 body: {0}")]
-    Body(String),
-    #[error("request failed: {0}")]
-    Request(String),
-}
-
-impl Trouble {
-    /// The `kind` label of the failure metric.
-    fn kind(&self) -> &'static str {
-        match self {
-            Trouble::Timeout(_) => "timeout",
-            Trouble::Connect(_) | Trouble::Request(_) => "connect",
-            Trouble::Status(_) => "status",
-            Trouble::ServiceTokenRefused => "service_token_refused",
-            Trouble::Body(_) => "body",
-        }
-    }
 }
 
 /// The JSON request body.
@@ -114,16 +88,19 @@ struct LookupBody {
 }
 
 /// One instance's view of auth-service: the shared pool plus this config's URL, token and
-/// timeout.
+/// timeout, and the services it reports to.
 pub struct AuthClient {
-    shared: Arc<SharedClient>,
+    pool: Arc<Pool>,
     lookup_url: String,
     authorization: Option<HeaderValue>,
     timeout: Duration,
+    clock: Clock,
+    health: Health,
+    skew: DateSkew,
 }
 
-/// What every instance talking to one `auth_service_url` shares.
-struct SharedClient {
+/// What every instance talking to one `auth_service_url` shares (held by the services).
+pub struct Pool {
     http: reqwest::Client,
     base_url: String,
     warnings: WarnLimiter,
@@ -132,18 +109,30 @@ struct SharedClient {
     refusals: WarnLimiter,
 }
 
+impl Pool {
+    pub(crate) fn new(base_url: &str, connect_timeout: Duration) -> Result<Pool, reqwest::Error> {
+        Ok(Pool {
+            http: upstream::build_client(Some(connect_timeout))?,
+            base_url: base_url.to_owned(),
+            warnings: WarnLimiter::new(WARN_INTERVAL_SECS),
+            refusals: WarnLimiter::new(WARN_INTERVAL_SECS),
+        })
+    }
+}
+
 impl AuthClient {
-    /// Builds the client of one instance, reusing the process-wide pool of `base_url`.
+    /// Builds the client of one instance, reusing the services' pool of `base_url`.
     pub fn new(
         base_url: &str,
         lookup_path: &str,
         service_token: Option<&str>,
         timeout: Duration,
-    ) -> Result<AuthClient, String> {
+        services: &Services,
+    ) -> Result<AuthClient, StartError> {
         let authorization = match service_token {
             Some(token) => {
                 let mut value = HeaderValue::from_str(&format!("Bearer {token}")).map_err(|_| {
-                    "field 'service_token': contains characters not allowed in an HTTP header".to_string()
+                    StartError::field("service_token", "contains characters not allowed in an HTTP header")
                 })?;
                 value.set_sensitive(true);
                 Some(value)
@@ -151,11 +140,17 @@ impl AuthClient {
             None => None,
         };
         let base = base_url.trim_end_matches('/');
+        let pool = services.auth_service_pool(base, timeout).map_err(|e| {
+            StartError::field("auth_service_url", format!("cannot build the HTTP client: {}", upstream::chain(&e)))
+        })?;
         Ok(AuthClient {
-            shared: shared_client(base, timeout)?,
+            pool,
             lookup_url: format!("{base}{lookup_path}"),
             authorization,
             timeout,
+            clock: services.clock.clone(),
+            health: services.health.clone(),
+            skew: services.skew.clone(),
         })
     }
 
@@ -165,7 +160,9 @@ impl AuthClient {
         let started = Instant::now();
         let answer = match tokio::time::timeout(self.timeout, self.exchange(key)).await {
             Ok(answer) => answer,
-            Err(_) => Answer::Unavailable(Trouble::Timeout(self.timeout.as_millis() as u64)),
+            Err(_) => {
+                Answer::Unavailable(Failure::Timeout(format!("no answer within {} ms", self.timeout.as_millis())))
+            }
         };
         let m = metrics::global();
         m.upstream(TARGET, started.elapsed().as_secs_f64());
@@ -173,25 +170,26 @@ impl AuthClient {
             Answer::Unavailable(trouble) => Some(trouble.kind()),
             _ => None,
         };
-        crate::health::report_auth_service(&self.shared.base_url, failure.is_none(), failure);
+        self.health.report_auth_service(&self.pool.base_url, failure.is_none(), failure);
         if let Answer::Unavailable(trouble) = &answer {
             m.upstream_failure(TARGET, trouble.kind());
-            if *trouble == Trouble::ServiceTokenRefused {
+            if *trouble == Failure::ServiceTokenRefused {
                 // Not an outage but our own misconfiguration: an error, so it is seen.
-                if let Some(suppressed) = self.shared.refusals.allow() {
+                if let Some(suppressed) = self.pool.refusals.allow(self.clock.now()) {
                     tracing::error!(
                         suppressed,
                         plugin = super::NAME,
-                        auth_service = %self.shared.base_url,
+                        auth_service = %self.pool.base_url,
                         "auth-service refused the service_token, answering 503: {trouble}"
                     );
                 }
                 return answer;
             }
             warn_limited!(
-                self.shared.warnings,
+                self.pool.warnings,
+                self.clock.now(),
                 plugin = super::NAME,
-                auth_service = %self.shared.base_url,
+                auth_service = %self.pool.base_url,
                 "auth-service unavailable, answering 503: {trouble}"
             );
         }
@@ -201,47 +199,29 @@ impl AuthClient {
     async fn exchange(&self, key: &str) -> Answer {
         let body = match serde_json::to_vec(&LookupRequest { api_key: key }) {
             Ok(body) => body,
-            Err(e) => return Answer::Unavailable(Trouble::Request(format!("encoding the request: {e}"))),
+            Err(e) => return Answer::Unavailable(Failure::Request(format!("encoding the request: {e}"))),
         };
-        let mut request = self.shared.http.post(&self.lookup_url).header(CONTENT_TYPE, "application/json").body(body);
+        let mut request = self.pool.http.post(&self.lookup_url).header(CONTENT_TYPE, "application/json").body(body);
         if let Some(value) = &self.authorization {
             request = request.header(AUTHORIZATION, value.clone());
         }
         let mut response = match request.send().await {
             Ok(response) => response,
-            Err(e) => return Answer::Unavailable(classify(&e)),
+            Err(e) => return Answer::Unavailable(upstream::classify(&e)),
         };
         let status = response.status().as_u16();
-        let date = response.headers().get(reqwest::header::DATE).and_then(|v| v.to_str().ok());
-        clock_skew::observe(TARGET, date);
-        let body = read_capped(&mut response).await;
+        self.skew.observe(TARGET, &response);
+        let body = upstream::read_capped(&mut response, MAX_BODY_BYTES).await;
         match (status, body) {
             (200, Ok(bytes)) => match parse_valid(&bytes) {
                 Ok(info) => Answer::Valid(info),
-                Err(why) => Answer::Unavailable(Trouble::Body(why)),
+                Err(why) => Answer::Unavailable(Failure::Body(format!("HTTP 200: {why}"))),
             },
             (200, Err(trouble)) => Answer::Unavailable(trouble),
             // The body of a refusal does not matter; it was read only to keep the connection.
             (403 | 404, _) => Answer::Invalid { status },
-            (401, _) => Answer::Unavailable(Trouble::ServiceTokenRefused),
-            (other, _) => Answer::Unavailable(Trouble::Status(other)),
-        }
-    }
-}
-
-/// Reads the body, refusing more than [`MAX_BODY_BYTES`].
-async fn read_capped(response: &mut reqwest::Response) -> Result<Vec<u8>, Trouble> {
-    let mut out = Vec::new();
-    loop {
-        match response.chunk().await {
-            Ok(Some(chunk)) => {
-                if out.len() + chunk.len() > MAX_BODY_BYTES {
-                    return Err(Trouble::Body(format!("larger than {MAX_BODY_BYTES} bytes")));
-                }
-                out.extend_from_slice(&chunk);
-            }
-            Ok(None) => return Ok(out),
-            Err(e) => return Err(Trouble::Request(format!("reading the body: {}", chain(&e)))),
+            (401, _) => Answer::Unavailable(Failure::ServiceTokenRefused),
+            (other, _) => Answer::Unavailable(Failure::Status(other)),
         }
     }
 }
@@ -365,59 +345,6 @@ fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
     era * 146_097 + doe - 719_468
 }
 
-/// Sorts a transport error into [`Trouble`], with its causes (they name the address, never
-/// the body, so never the key).
-fn classify(e: &reqwest::Error) -> Trouble {
-    if e.is_timeout() {
-        Trouble::Request(format!("timed out: {}", chain(e)))
-    } else if e.is_connect() {
-        Trouble::Connect(chain(e))
-    } else {
-        Trouble::Request(chain(e))
-    }
-}
-
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
-}
-
-/// The process-wide pools, one per auth-service base URL.
-fn shared_client(base_url: &str, connect_timeout: Duration) -> Result<Arc<SharedClient>, String> {
-    static CLIENTS: OnceLock<Mutex<HashMap<String, Arc<SharedClient>>>> = OnceLock::new();
-    let mut clients = CLIENTS.get_or_init(Default::default).lock();
-    if let Some(client) = clients.get(base_url) {
-        return Ok(client.clone());
-    }
-    // The connect timeout of the first instance bounds connecting for all; every call is
-    // also bounded as a whole by its own instance's timeout_ms (see `AuthClient::lookup`).
-    let http = reqwest::Client::builder()
-        .connect_timeout(connect_timeout)
-        .pool_idle_timeout(Duration::from_secs(30))
-        .tcp_nodelay(true)
-        // A redirect would re-send the key somewhere else: treat it as "unavailable".
-        .redirect(reqwest::redirect::Policy::none())
-        // auth-service is internal; an HTTP(S)_PROXY from the environment must not see keys.
-        .no_proxy()
-        .user_agent(concat!("ghasi-plugin-server/", env!("CARGO_PKG_VERSION")))
-        .build()
-        .map_err(|e| format!("field 'auth_service_url': cannot build the HTTP client: {}", chain(&e)))?;
-    let client = Arc::new(SharedClient {
-        http,
-        base_url: base_url.to_owned(),
-        warnings: WarnLimiter::new(WARN_INTERVAL_SECS),
-        refusals: WarnLimiter::new(WARN_INTERVAL_SECS),
-    });
-    clients.insert(base_url.to_owned(), client.clone());
-    Ok(client)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -484,14 +411,19 @@ mod tests {
 
     #[test]
     fn instances_with_one_auth_service_share_one_pool() {
+        let services = Services::for_tests();
         let t = Duration::from_millis(500);
-        let a = AuthClient::new("http://shared.invalid:1/", "/p", None, t).unwrap();
-        let b = AuthClient::new("http://shared.invalid:1", "/q", Some("tok"), t).unwrap();
-        let c = AuthClient::new("http://other.invalid:1", "/p", None, t).unwrap();
-        assert!(Arc::ptr_eq(&a.shared, &b.shared));
-        assert!(!Arc::ptr_eq(&a.shared, &c.shared));
-        assert_eq!(a.lookup_url, "http://shared.invalid:1/p");
+        let client = |url, path, token| AuthClient::new(url, path, token, t, &services);
+        let a = client("http://auth:1/", "/p", None).unwrap();
+        let b = client("http://auth:1", "/q", Some("tok")).unwrap();
+        let c = client("http://other:1", "/p", None).unwrap();
+        assert!(Arc::ptr_eq(&a.pool, &b.pool));
+        assert!(!Arc::ptr_eq(&a.pool, &c.pool));
+        assert_eq!(a.lookup_url, "http://auth:1/p");
         assert!(b.authorization.as_ref().is_some_and(HeaderValue::is_sensitive));
-        assert!(AuthClient::new("http://x", "/p", Some("bad\ntoken"), t).is_err());
+        let err = client("http://x", "/p", Some("bad\ntoken")).err().unwrap().to_string();
+        assert!(err.starts_with("field 'service_token': "), "{err}");
+        let elsewhere = AuthClient::new("http://auth:1", "/p", None, t, &Services::for_tests()).unwrap();
+        assert!(!Arc::ptr_eq(&a.pool, &elsewhere.pool), "other services, another pool");
     }
 }

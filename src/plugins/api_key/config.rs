@@ -5,6 +5,7 @@ use serde::Deserialize;
 
 use crate::plugins::identity;
 use crate::plugins::schema::{self, Default as D, Field};
+use crate::plugins::StartError;
 
 pub const FIELDS: &[Field] = &[
     Field::string("auth_service_url").required().url()
@@ -59,9 +60,9 @@ pub struct Config {
 }
 
 impl Config {
-    pub fn parse(json: &[u8]) -> Result<Config, String> {
+    pub fn parse(json: &[u8]) -> Result<Config, StartError> {
         let map = schema::validate(FIELDS, json)?;
-        serde_json::from_value(serde_json::Value::Object(map)).map_err(|e| format!("config: {e}"))
+        serde_json::from_value(serde_json::Value::Object(map)).map_err(|e| StartError::Shape(e.to_string()))
     }
 }
 

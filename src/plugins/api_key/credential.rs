@@ -16,6 +16,7 @@
 use super::super::identity::{Reserved, RESERVED_HEADERS};
 use super::query;
 use crate::pdk::{Pdk, PdkError};
+use crate::plugins::StartError;
 
 /// Longest key sent to auth-service; longer values are invalid without a lookup.
 pub const MAX_KEY_LEN: usize = 1024;
@@ -129,10 +130,10 @@ impl Keys {
 
 /// Checks `key_names` at StartInstance (their characters are checked by the schema): none may
 /// be a reserved header, which the plugin removes or writes itself.
-pub fn check_names(names: &[String]) -> Result<(), String> {
+pub fn check_names(names: &[String]) -> Result<(), StartError> {
     for name in names {
         if RESERVED_HEADERS.contains(&name.to_ascii_lowercase().as_str()) {
-            return Err(format!("field 'key_names': {name:?} is a reserved identity header"));
+            return Err(StartError::field("key_names", format!("{name:?} is a reserved identity header")));
         }
     }
     Ok(())
@@ -178,7 +179,7 @@ mod tests {
     fn key_names_must_not_be_reserved_headers() {
         assert!(check_names(&["x-api-key".into(), "apikey".into()]).is_ok());
         for name in ["X-Account-Id", "X-Consumer-ID"] {
-            let err = check_names(&[name.into()]).unwrap_err();
+            let err = check_names(&[name.into()]).unwrap_err().to_string();
             assert!(err.contains("field 'key_names'") && err.contains("reserved identity header"), "{err}");
         }
     }

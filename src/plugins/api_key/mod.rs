@@ -33,9 +33,11 @@ use self::client::AuthClient;
 use self::credential::{Found, Reader};
 use super::identity::{self, Admission, Identity, Reserved, SpoofPolicy};
 use super::outcome::{self, AuthError, Scheme};
-use super::{Phase, Plugin, PluginSpec};
+use super::{Phase, Plugin, PluginSpec, StartError};
+use crate::keyed_hash::KeyedHash;
 use crate::metrics;
 use crate::pdk::Pdk;
+use crate::services::Services;
 
 pub const NAME: &str = "ghasi-api-key-lookup";
 
@@ -63,15 +65,18 @@ pub struct ApiKeyLookup {
     lifetimes: Lifetimes,
     client: Arc<AuthClient>,
     cache: Arc<KeyCache>,
+    /// The services' keyed hash: the cache key of a presented API key.
+    keyed: KeyedHash,
 }
 
-fn start(json: &[u8]) -> Result<Plugin, String> {
+fn start(json: &[u8], services: &Services) -> Result<Plugin, StartError> {
     let config = config::Config::parse(json)?;
-    Ok(Plugin::ApiKey(Arc::new(ApiKeyLookup::new(&config)?)))
+    Ok(Plugin::ApiKey(Arc::new(ApiKeyLookup::new(&config, services)?)))
 }
 
 impl ApiKeyLookup {
-    pub fn new(config: &config::Config) -> Result<ApiKeyLookup, String> {
+    /// Builds an instance, sharing the services' cache and pool of its auth-service.
+    pub fn new(config: &config::Config, services: &Services) -> Result<ApiKeyLookup, StartError> {
         credential::check_names(&config.key_names)?;
         let spoof = SpoofPolicy::parse(&config.on_spoofed_identity_header);
         let reader = Reader::new(&config.key_names, config.key_in_query);
@@ -84,6 +89,7 @@ impl ApiKeyLookup {
             &config.lookup_path,
             token,
             Duration::from_millis(config.timeout_ms),
+            services,
         )?;
         let hide = if config.hide_credentials { reader.names().to_vec() } else { Vec::new() };
         Ok(ApiKeyLookup {
@@ -99,7 +105,13 @@ impl ApiKeyLookup {
                 refresh_ahead: Duration::from_secs(config.refresh_ahead),
             },
             client: Arc::new(client),
-            cache: cache::shared(&cache::cache_id(&config.auth_service_url, &config.lookup_path, token)),
+            cache: services.api_key_cache(&cache::cache_id(
+                &services.keyed,
+                &config.auth_service_url,
+                &config.lookup_path,
+                token,
+            )),
+            keyed: services.keyed.clone(),
             reader,
         })
     }
@@ -134,7 +146,7 @@ impl ApiKeyLookup {
             Found::Ambiguous => return deny(pdk, AuthError::CredentialAmbiguous, None).await,
             Found::Unusable => return deny(pdk, AuthError::CredentialInvalid, None).await,
         };
-        let digest = cache::digest(key.as_bytes());
+        let digest = self.keyed.digest(key.as_bytes());
         let client = self.client.clone();
         let lookup = move || async move { client.lookup(&key).await };
         let (verdict, status) = self.cache.resolve(digest, self.lifetimes, lookup).await;
@@ -207,8 +219,12 @@ fn short_hash(digest: &cache::Digest) -> String {
 mod tests {
     use super::*;
 
-    fn lookup(json: &str) -> Result<ApiKeyLookup, String> {
-        ApiKeyLookup::new(&config::Config::parse(json.as_bytes())?)
+    fn lookup(json: &str) -> Result<ApiKeyLookup, StartError> {
+        lookup_in(&Services::for_tests(), json)
+    }
+
+    fn lookup_in(services: &Services, json: &str) -> Result<ApiKeyLookup, StartError> {
+        ApiKeyLookup::new(&config::Config::parse(json.as_bytes())?, services)
     }
 
     #[test]
@@ -227,20 +243,24 @@ mod tests {
 
     #[test]
     fn instances_of_one_auth_service_share_the_cache() {
-        let a = lookup(r#"{"auth_service_url":"http://share.invalid","cache_ttl":10}"#).unwrap();
-        let b = lookup(r#"{"auth_service_url":"http://share.invalid/","cache_ttl":60,"__seq__":4}"#).unwrap();
-        let c = lookup(r#"{"auth_service_url":"http://share.invalid","service_token":"t"}"#).unwrap();
+        let services = Services::for_tests();
+        let a = lookup_in(&services, r#"{"auth_service_url":"http://auth","cache_ttl":10}"#).unwrap();
+        let b = lookup_in(&services, r#"{"auth_service_url":"http://auth/","cache_ttl":60,"__seq__":4}"#).unwrap();
+        let c = lookup_in(&services, r#"{"auth_service_url":"http://auth","service_token":"t"}"#).unwrap();
         assert!(Arc::ptr_eq(&a.cache, &b.cache));
         assert!(!Arc::ptr_eq(&a.cache, &c.cache));
+        let elsewhere = lookup(r#"{"auth_service_url":"http://auth","cache_ttl":10}"#).unwrap();
+        assert!(!Arc::ptr_eq(&a.cache, &elsewhere.cache), "other services, another cache");
     }
 
     #[test]
     fn bad_configs_name_the_field() {
-        let err = lookup(r#"{"auth_service_url":"http://a","key_names":["X-User-Id"]}"#).err().unwrap();
-        assert!(err.contains("field 'key_names'"), "{err}");
-        let err = lookup(r#"{"auth_service_url":"http://a","service_token":"a\u0000b"}"#).err().unwrap();
-        assert!(err.contains("field 'service_token'"), "{err}");
-        let err = lookup(r#"{"auth_service_url":"http://a","extra_reserved_headers":["X-API-Key"]}"#).err().unwrap();
-        assert!(err.contains("field 'extra_reserved_headers'"), "{err}");
+        let err = |json| lookup(json).err().unwrap().to_string();
+        let e = err(r#"{"auth_service_url":"http://a","key_names":["X-User-Id"]}"#);
+        assert!(e.contains("field 'key_names'"), "{e}");
+        let e = err(r#"{"auth_service_url":"http://a","service_token":"a\u0000b"}"#);
+        assert!(e.contains("field 'service_token'"), "{e}");
+        let e = err(r#"{"auth_service_url":"http://a","extra_reserved_headers":["X-API-Key"]}"#);
+        assert!(e.contains("field 'extra_reserved_headers'"), "{e}");
     }
 }

@@ -9,6 +9,7 @@ use serde::Deserialize;
 use crate::plugins::identity::{self, SpoofPolicy};
 
 use crate::plugins::schema::{self, Default as D, Field};
+use crate::plugins::StartError;
 
 pub const FIELDS: &[Field] = &[
     Field::string("jwks_url")
@@ -115,9 +116,9 @@ pub struct Config {
 }
 
 impl Config {
-    pub fn parse(json: &[u8]) -> Result<Config, String> {
+    pub fn parse(json: &[u8]) -> Result<Config, StartError> {
         let map = schema::validate(FIELDS, json)?;
-        serde_json::from_value(serde_json::Value::Object(map)).map_err(|e| format!("config: {e}"))
+        serde_json::from_value(serde_json::Value::Object(map)).map_err(|e| StartError::Shape(e.to_string()))
     }
 }
 
@@ -170,12 +171,13 @@ impl JwksTiming {
 impl Config {
     /// The per-instance policy. Fails only on an algorithm name jsonwebtoken does not know
     /// (the table's `one_of` already excludes that).
-    pub fn policy(&self) -> Result<Policy, String> {
+    pub fn policy(&self) -> Result<Policy, StartError> {
         let algorithms = self
             .algorithms
             .iter()
             .map(|name| {
-                name.parse::<Algorithm>().map_err(|_| format!("field 'algorithms': unsupported algorithm {name:?}"))
+                name.parse::<Algorithm>()
+                    .map_err(|_| StartError::field("algorithms", format!("unsupported algorithm {name:?}")))
             })
             .collect::<Result<Vec<_>, _>>()?;
         // Kong's schema cannot relate two fields, so a refresh-ahead at or beyond the TTL is
@@ -274,7 +276,7 @@ mod tests {
             } else {
                 format!("{{{base},{field}}}")
             };
-            let err = Config::parse(json.as_bytes()).expect_err(&json);
+            let err = Config::parse(json.as_bytes()).expect_err(&json).to_string();
             let name = field.split('"').nth(1).unwrap();
             assert!(err.contains(&format!("field '{name}'")), "{json}: {err}");
             named.insert(name.to_owned());

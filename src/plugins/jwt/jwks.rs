@@ -1,6 +1,6 @@
-//! The JWKS cache: one per `jwks_url` for the whole process, shared by every instance (Kong
-//! starts one per config per nginx worker, and auth-service must not see N× the load), with
-//! one HTTP client for all of them.
+//! The JWKS cache: one per `jwks_url` in the services, shared by every instance (Kong starts
+//! one per config per nginx worker, and auth-service must not see N× the load), each with its
+//! connection pool from [`crate::upstream`] (the transport the API-key client uses too).
 //!
 //! States, measured from the last successful fetch with the requesting instance's timings:
 //!
@@ -26,11 +26,11 @@
 //! as the same `Arc`, so verified-token cache entries survive a refresh that does not change their
 //! key.
 //!
-//! All times come from [`clock::now`] so tests can move them without sleeping.
+//! All times come from the services' [`Clock`] so tests can move them without sleeping.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU8, Ordering};
-use std::sync::{Arc, LazyLock, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, KeyOperations, PublicKeyUse};
@@ -40,9 +40,11 @@ use rand::Rng;
 use serde_json::Value;
 
 use super::config::JwksTiming;
-use crate::health::{self, JwksHealth};
+use crate::clock::Clock;
+use crate::health::{Health, JwksHealth};
 use crate::metrics::{self, JwksLabels, JwksRefreshLabels, JwksStateLabels};
-use crate::{clock, clock_skew};
+use crate::services::Services;
+use crate::upstream::{self, DateSkew, Failure};
 
 /// A JWKS document larger than this is refused (a real one is a few KiB).
 const MAX_BODY_BYTES: usize = 1 << 20;
@@ -195,7 +197,7 @@ pub enum Lookup {
 #[derive(Default)]
 struct State {
     keys: Option<Arc<KeySet>>,
-    /// `clock::now()` of the last successful fetch.
+    /// The clock's `now()` at the last successful fetch.
     fetched_at: Option<Duration>,
     /// Completed fetch attempts (success or not): lets a waiter see that someone else fetched.
     attempts: u64,
@@ -243,33 +245,10 @@ pub struct JwksCache {
     /// Index into [`STATES`] last reported to `/health` and metrics (`u8::MAX`: none yet).
     reported: AtomicU8,
     age_gauge: prometheus_client::metrics::gauge::Gauge<f64, std::sync::atomic::AtomicU64>,
-}
-
-static CACHES: LazyLock<Mutex<HashMap<String, Arc<JwksCache>>>> = LazyLock::new(Default::default);
-
-/// The cache for `url`, created on first use and shared by every instance.
-pub fn shared(url: &str) -> Arc<JwksCache> {
-    CACHES.lock().entry(url.to_owned()).or_insert_with(|| Arc::new(JwksCache::new(url))).clone()
-}
-
-/// Every cache created so far, with its URL (for revocation messages of type `jwks`).
-pub fn all() -> Vec<(String, Arc<JwksCache>)> {
-    CACHES.lock().iter().map(|(url, cache)| (url.clone(), cache.clone())).collect()
-}
-
-/// The one HTTP client of every JWKS fetch (connection reuse across instances). Redirects are
-/// not followed and no proxy from the environment is used: the JWKS URL is fixed in config and
-/// names an internal service (docs/design.md#security-rules).
-fn client() -> &'static reqwest::Client {
-    static CLIENT: OnceLock<reqwest::Client> = OnceLock::new();
-    CLIENT.get_or_init(|| {
-        reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .no_proxy()
-            .user_agent(concat!("ghasi-plugin-server/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .expect("an HTTP client with static settings builds")
-    })
+    http: reqwest::Client,
+    clock: Clock,
+    health: Health,
+    skew: DateSkew,
 }
 
 fn backoff(failures: u32) -> Duration {
@@ -283,16 +262,23 @@ fn ceil_secs(d: Duration) -> u64 {
 }
 
 impl JwksCache {
-    pub fn new(url: &str) -> JwksCache {
+    /// The cache of `url`, reporting to the services' health and reading their clock. Its
+    /// client follows no redirect and uses no proxy from the environment: the JWKS URL is
+    /// fixed in config and names an internal service (docs/design.md#security-rules).
+    pub fn new(url: &str, services: &Services) -> Result<JwksCache, reqwest::Error> {
         let age_gauge = metrics::global().jwks_age.get_or_create(&JwksLabels { jwks_url: url.to_owned() }).clone();
-        JwksCache {
+        Ok(JwksCache {
             url: url.to_owned(),
             state: RwLock::new(State::default()),
             fetching: Arc::new(tokio::sync::Mutex::new(())),
             unknown_kids: Mutex::new(HashMap::new()),
             reported: AtomicU8::new(u8::MAX),
             age_gauge,
-        }
+            http: upstream::build_client(None)?,
+            clock: services.clock.clone(),
+            health: services.health.clone(),
+            skew: services.skew.clone(),
+        })
     }
 
     /// The set if it is still usable at `now`, and whether it is due for a refresh.
@@ -327,7 +313,7 @@ impl JwksCache {
             let labels = JwksStateLabels { jwks_url: self.url.clone(), state: s };
             metrics::global().jwks_state.get_or_create(&labels).set(i64::from(s == name));
         }
-        health::report_jwks(
+        self.health.report_jwks(
             &self.url,
             JwksHealth {
                 state: name,
@@ -344,7 +330,7 @@ impl JwksCache {
 
     /// The key for `kid`, fetching or refreshing the set as its state requires.
     pub async fn key_for(self: &Arc<Self>, kid: &str, t: &JwksTiming) -> Lookup {
-        let now = clock::now();
+        let now = self.clock.now();
         let keys = match self.usable(now, t) {
             Some((keys, due)) => {
                 if due {
@@ -354,7 +340,7 @@ impl JwksCache {
             }
             None => {
                 self.refresh_inline(t, Reason::Initial).await;
-                let now = clock::now();
+                let now = self.clock.now();
                 match self.usable(now, t) {
                     Some((keys, _)) => keys,
                     None => return Lookup::Unavailable { retry_after_secs: self.retry_after(now) },
@@ -369,7 +355,7 @@ impl JwksCache {
 
     /// A kid missing from a usable set: negative cache, then a throttled refresh.
     async fn unknown_kid(self: &Arc<Self>, kid: &str, t: &JwksTiming) -> Lookup {
-        let now = clock::now();
+        let now = self.clock.now();
         if self.unknown_kids.lock().get(kid).is_some_and(|since| now < *since + t.kid_refresh_interval) {
             return Lookup::UnknownKid;
         }
@@ -400,7 +386,7 @@ impl JwksCache {
             tracing::debug!(plugin = "ghasi-jwt", url = %self.url, "unknown-kid refresh throttled");
             false
         };
-        let now = clock::now();
+        let now = self.clock.now();
         if let Some((keys, _)) = self.usable(now, t) {
             if let Some(key) = keys.get(kid) {
                 return Lookup::Found(key.clone());
@@ -435,17 +421,17 @@ impl JwksCache {
         self.report(0, None, None);
         while self.state.read().keys.is_none() {
             self.refresh_inline(&t, Reason::Initial).await;
-            let wait = self.state.read().retry_at.saturating_sub(clock::now());
+            let wait = self.state.read().retry_at.saturating_sub(self.clock.now());
             tokio::time::sleep(wait.max(Duration::from_millis(100))).await;
         }
-        self.usable(clock::now(), &t);
+        self.usable(self.clock.now(), &t);
     }
 
     /// Fetches now unless backoff forbids it; concurrent callers share one fetch.
     async fn refresh_inline(&self, t: &JwksTiming, reason: Reason) {
         let seen = {
             let st = self.state.read();
-            if clock::now() < st.retry_at {
+            if self.clock.now() < st.retry_at {
                 return;
             }
             st.attempts
@@ -458,7 +444,7 @@ impl JwksCache {
 
     /// Starts a refresh on its own task unless one is running or backoff forbids it.
     fn refresh_in_background(self: &Arc<Self>, t: JwksTiming) {
-        if clock::now() < self.state.read().retry_at {
+        if self.clock.now() < self.state.read().retry_at {
             return;
         }
         let Ok(flight) = self.fetching.clone().try_lock_owned() else { return };
@@ -475,9 +461,9 @@ impl JwksCache {
     /// One fetch; the caller holds `fetching`.
     async fn fetch_now(&self, t: &JwksTiming, reason: Reason) {
         let previous = self.state.read().keys.clone();
-        let started = clock::now();
-        let result = fetch(&self.url, t.timeout, previous.as_deref()).await;
-        let now = clock::now();
+        let started = self.clock.now();
+        let result = self.fetch(t.timeout, previous.as_deref()).await;
+        let now = self.clock.now();
         let m = metrics::global();
         m.upstream("jwks", now.saturating_sub(started).as_secs_f64());
         let labels = JwksRefreshLabels {
@@ -486,8 +472,8 @@ impl JwksCache {
             result: if result.is_ok() { "ok" } else { "error" },
         };
         m.jwks_refreshes.get_or_create(&labels).inc();
-        if let Err((kind, _)) = &result {
-            m.upstream_failure("jwks", kind);
+        if let Err(failure) = &result {
+            m.upstream_failure("jwks", failure.kind());
         }
         let mut st = self.state.write();
         st.attempts += 1;
@@ -522,7 +508,7 @@ impl JwksCache {
                 st.failures = 0;
                 st.retry_at = Duration::ZERO;
             }
-            Err((_, why)) => {
+            Err(why) => {
                 st.failures = st.failures.saturating_add(1);
                 st.retry_at = now + backoff(st.failures);
                 let kept = if st.keys.is_some() { "keeping the last good set" } else { "no set yet" };
@@ -537,7 +523,7 @@ impl JwksCache {
         drop(st);
         // Force a state report: keys, age and state may all have changed.
         self.reported.store(u8::MAX, Ordering::Relaxed);
-        self.usable(clock::now(), t);
+        self.usable(self.clock.now(), t);
     }
 
     /// Fetches the set now, whatever its age or backoff (auth-service announced a key
@@ -549,46 +535,27 @@ impl JwksCache {
         self.fetch_now(t, Reason::Ahead).await;
         self.unknown_kids.lock().clear();
     }
-}
 
-/// A failed fetch: the `upstream_failures{kind}` label and a message for the log.
-type FetchError = (&'static str, String);
-
-fn request_error(e: reqwest::Error) -> FetchError {
-    let kind = if e.is_timeout() { "timeout" } else { "connect" };
-    (kind, format!("request failed: {e}"))
-}
-
-/// GET the JWKS and parse it; any problem is an error that leaves the cached set alone.
-async fn fetch(url: &str, timeout: Duration, previous: Option<&KeySet>) -> Result<KeySet, FetchError> {
-    let mut response = client()
-        .get(url)
-        .timeout(timeout)
-        .header(reqwest::header::ACCEPT, "application/jwk-set+json, application/json")
-        .send()
-        .await
-        .map_err(request_error)?;
-    clock_skew::observe("jwks", response.headers().get(reqwest::header::DATE).and_then(|d| d.to_str().ok()));
-    if !response.status().is_success() {
-        return Err(("status", format!("answered HTTP {}", response.status().as_u16())));
-    }
-    if response.content_length().is_some_and(|n| n > MAX_BODY_BYTES as u64) {
-        return Err(("body", "body too large".into()));
-    }
-    let mut body = Vec::new();
-    while let Some(chunk) = response.chunk().await.map_err(|e| {
-        let (kind, why) = request_error(e);
-        (if kind == "timeout" { kind } else { "body" }, why)
-    })? {
-        if body.len() + chunk.len() > MAX_BODY_BYTES {
-            return Err(("body", "body too large".into()));
+    /// GET the JWKS and parse it; any problem is a failure that leaves the cached set alone.
+    async fn fetch(&self, timeout: Duration, previous: Option<&KeySet>) -> Result<KeySet, Failure> {
+        let mut response = self
+            .http
+            .get(&self.url)
+            .timeout(timeout)
+            .header(reqwest::header::ACCEPT, "application/jwk-set+json, application/json")
+            .send()
+            .await
+            .map_err(|e| upstream::classify(&e))?;
+        self.skew.observe("jwks", &response);
+        if !response.status().is_success() {
+            return Err(Failure::Status(response.status().as_u16()));
         }
-        body.extend_from_slice(&chunk);
+        let body = upstream::read_capped(&mut response, MAX_BODY_BYTES).await?;
+        KeySet::parse(&body, previous).map_err(|why| match why {
+            Unusable::NotJwks(why) => Failure::Body(why),
+            Unusable::NoUsableKey(why) => Failure::EmptySet(why),
+        })
     }
-    KeySet::parse(&body, previous).map_err(|why| match why {
-        Unusable::NotJwks(why) => ("body", why),
-        Unusable::NoUsableKey(why) => ("empty_set", why),
-    })
 }
 
 #[cfg(test)]

@@ -26,6 +26,7 @@ pub mod token;
 pub mod verified_cache;
 pub mod verify;
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use anyhow::Context;
@@ -33,12 +34,16 @@ use anyhow::Context;
 use self::config::Policy;
 use self::jwks::{JwksCache, Lookup};
 use self::token::{Presented, Source, Token};
+use self::verified_cache::VerifiedCache;
 use super::identity::{self, Admission, Identity, Reserved, SpoofPolicy};
 use super::outcome::{self, AuthError, Scheme};
-use super::{Phase, Plugin, PluginSpec};
+use super::{Phase, Plugin, PluginSpec, StartError};
+use crate::clock::Clock;
+use crate::keyed_hash::KeyedHash;
+use crate::metrics;
 use crate::pdk::service::HeaderChanges;
 use crate::pdk::Pdk;
-use crate::{clock, metrics};
+use crate::services::Services;
 
 pub const NAME: &str = "ghasi-jwt";
 
@@ -73,15 +78,27 @@ pub struct Jwt {
     hide_credentials: bool,
     /// `get_headers` instead of `get_header("authorization")`.
     read_all_headers: bool,
+    /// The services' verified-token cache, its keyed hash and signature counter.
+    verified: Arc<VerifiedCache>,
+    keyed: KeyedHash,
+    signature_checks: Arc<AtomicU64>,
+    clock: Clock,
 }
 
-fn start(json: &[u8]) -> Result<Plugin, String> {
+fn start(json: &[u8], services: &Services) -> Result<Plugin, StartError> {
     let config = config::Config::parse(json)?;
     let policy = config.policy()?;
     let read_all_headers = !policy.cookie_names.is_empty() || policy.spoof == SpoofPolicy::Reject;
     let reserved = Reserved::new(&config.extra_reserved_headers, &["authorization", "cookie"])?;
+    let jwks = services.jwks(&config.jwks_url).map_err(|e| {
+        StartError::field("jwks_url", format!("cannot build the HTTP client: {}", crate::upstream::chain(&e)))
+    })?;
     Ok(Plugin::Jwt(Arc::new(Jwt {
-        jwks: jwks::shared(&config.jwks_url),
+        jwks,
+        verified: Arc::clone(&services.verified_tokens),
+        keyed: services.keyed.clone(),
+        signature_checks: Arc::clone(&services.signature_checks),
+        clock: services.clock.clone(),
         jwks_url: config.jwks_url,
         admission: Admission { set_kong_consumer: config.set_kong_consumer, hide: Vec::new(), reserved },
         hide_credentials: config.hide_credentials,
@@ -143,9 +160,9 @@ impl Jwt {
 
     /// Decides about one token; no PDK call (the JWKS may be fetched over HTTP).
     async fn authenticate(&self, pdk: &mut Pdk, raw: &str) -> Result<Identity, Denial> {
-        let now = clock::unix_now() as i64;
-        let cache = verified_cache::global();
-        let cache_key = cache.key(&self.jwks_url, raw);
+        let now = self.clock.unix_now() as i64;
+        let cache = &self.verified;
+        let cache_key = verified_cache::cache_key(&self.keyed, &self.jwks_url, raw);
         let (token, verified_by) = match cache.get(&cache_key, now) {
             Some((token, key)) => (token, Some(key)),
             None => (Arc::new(Token::parse(raw)?), None),
@@ -168,7 +185,10 @@ impl Jwt {
         pdk.note_cache(status);
         metrics::global().cache(NAME, status);
         if !hit {
-            verify::verify_signature_aside(raw, alg, &key).await?;
+            let checks = self.signature_checks.fetch_add(1, Ordering::Relaxed) + 1;
+            let verified = verify::verify_signature_aside(raw, alg, &key).await;
+            tracing::debug!(plugin = NAME, kid = %key.kid, ok = verified.is_ok(), signature_checks = checks, "signature checked");
+            verified?;
             cache.insert(cache_key, token.clone(), key, now);
         }
         verify::identity(&token, &self.policy)

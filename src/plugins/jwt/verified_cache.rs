@@ -1,87 +1,71 @@
 //! The verified-token cache: a token whose signature was checked is not checked again.
 //!
 //! Why: an RSA or ECDSA verification costs tens of microseconds of CPU on the node that also
-//! runs nginx, while clients repeat the same token for its whole lifetime. The cache is
-//! process-wide (every instance, every Kong worker) and holds the *parsed* token plus the key
-//! that verified it, never the token text: entries are keyed by HMAC-SHA256 under a random
-//! per-process key of (jwks_url, token).
+//! runs nginx, while clients repeat the same token for its whole lifetime. The services hold
+//! one (every instance, every Kong worker); it holds the *parsed* token plus the key that
+//! verified it, never the token text: entries are keyed by the services' keyed hash of
+//! (jwks_url, token).
 //!
 //! What a hit skips is only parsing and the signature. Every request still runs the cheap
 //! checks (so expiry, issuer and the instance's own rules apply on every use) and still asks
 //! the JWKS cache for the kid: a hit counts only if the JWKS still serves the very key that
 //! verified it. So an entry stops working as soon as its kid leaves the JWKS or the JWKS itself
 //! expires, and never outlives the token's `exp` (expired entries are dropped on sight).
-//! Bounded by [`CAPACITY`] entries, evicting the oldest first.
+//!
+//! **Storage: the API-key cache's map (`plugins::lru`), not one of its own, and not
+//! `moka`.** Bounded by [`CAPACITY`] entries, evicting the least recently used of a sample.
+//! It replaced a second hand-written map (a `HashMap` plus an insertion-order queue,
+//! evicting the oldest), so that both credential caches share one storage, one eviction rule
+//! and one keyed hash. Why not `moka`, which the design card names: measured with
+//! `ghasi-bench cache-memory` (bench/results.md), moka holds an entry for about three times
+//! the memory of this storage (142 against 466 bytes per key at 1,000,000 keys: an allocation
+//! and its own bookkeeping per entry), for a cache whose hit is one table probe under a lock
+//! held for nanoseconds either way. An entry here is a 48-byte slot (digest, use counter, two
+//! `Arc`s and `exp`) in one `Vec`: no allocation per entry beyond the parsed token the
+//! request made anyway.
 
-use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, LazyLock};
+use std::sync::Arc;
 
-use hmac::{Hmac, Mac};
 use parking_lot::Mutex;
-use rand::RngCore;
-use sha2::Sha256;
 
 use super::jwks::JwkKey;
 use super::token::Token;
+use crate::keyed_hash::{Digest, KeyedHash};
+use crate::plugins::lru::Lru;
 
 /// Entries kept at most (a parsed token is well under 2 KiB).
 pub const CAPACITY: usize = 10_000;
 
-pub type CacheKey = [u8; 32];
+pub type CacheKey = Digest;
 
 struct Entry {
     token: Arc<Token>,
     key: Arc<JwkKey>,
     /// The token's `exp`: the entry is useless afterwards.
     exp: i64,
-    /// When it was inserted (a counter), to tell its place in `order` from a stale one.
-    seq: u64,
 }
 
 pub struct VerifiedCache {
-    hash_key: [u8; 32],
-    capacity: usize,
-    inner: Mutex<Inner>,
+    map: Mutex<Lru<Entry>>,
 }
 
-#[derive(Default)]
-struct Inner {
-    map: HashMap<CacheKey, Entry>,
-    /// Insertion order, for eviction. May hold keys already removed, or removed and inserted
-    /// again: a position counts only if its `seq` is the entry's current one.
-    order: VecDeque<(CacheKey, u64)>,
-    next_seq: u64,
-}
-
-/// The process-wide cache.
-pub fn global() -> &'static VerifiedCache {
-    static CACHE: LazyLock<VerifiedCache> = LazyLock::new(|| VerifiedCache::new(CAPACITY));
-    &CACHE
+/// The cache key of `token` as verified against `jwks_url`, under the services' keyed hash.
+pub fn cache_key(keyed: &KeyedHash, jwks_url: &str, token: &str) -> CacheKey {
+    keyed.digest_parts(&[jwks_url.as_bytes(), token.as_bytes()])
 }
 
 impl VerifiedCache {
     pub fn new(capacity: usize) -> VerifiedCache {
-        let mut hash_key = [0u8; 32];
-        rand::thread_rng().fill_bytes(&mut hash_key);
-        VerifiedCache { hash_key, capacity: capacity.max(1), inner: Mutex::new(Inner::default()) }
-    }
-
-    /// The cache key of `token` as verified against `jwks_url`.
-    pub fn key(&self, jwks_url: &str, token: &str) -> CacheKey {
-        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.hash_key).expect("HMAC takes any key length");
-        mac.update(jwks_url.as_bytes());
-        mac.update(&[0]);
-        mac.update(token.as_bytes());
-        mac.finalize().into_bytes().into()
+        VerifiedCache { map: Mutex::new(Lru::new(super::NAME, "verified_tokens", capacity)) }
     }
 
     /// The parsed token and the key that verified it, unless absent or expired at `now`.
     pub fn get(&self, key: &CacheKey, now: i64) -> Option<(Arc<Token>, Arc<JwkKey>)> {
-        let mut inner = self.inner.lock();
-        match inner.map.get(key) {
+        let mut map = self.map.lock();
+        match map.get(key) {
             Some(e) if now < e.exp => Some((e.token.clone(), e.key.clone())),
             Some(_) => {
-                inner.map.remove(key);
+                map.remove(key, drop);
                 None
             }
             None => None,
@@ -91,42 +75,19 @@ impl VerifiedCache {
     /// Remembers a verified token (not one that is already expired or has no `exp`).
     pub fn insert(&self, key: CacheKey, token: Arc<Token>, verified_by: Arc<JwkKey>, now: i64) {
         let Some(exp) = token.exp().filter(|exp| now < *exp) else { return };
-        let mut inner = self.inner.lock();
-        let seq = inner.next_seq;
-        inner.next_seq += 1;
-        inner.map.insert(key, Entry { token, key: verified_by, exp, seq });
-        inner.order.push_back((key, seq));
-        let mut evicted = 0;
-        while inner.map.len() > self.capacity {
-            let Some((oldest, seq)) = inner.order.pop_front() else { break };
-            if inner.map.get(&oldest).is_some_and(|e| e.seq == seq) {
-                inner.map.remove(&oldest);
-                evicted += 1;
-            }
-        }
-        let m = crate::metrics::global();
-        let labels = crate::metrics::CacheNameLabels { plugin: super::NAME, cache: "verified_tokens" };
-        if evicted > 0 {
-            m.cache_evictions.get_or_create(&labels).inc_by(evicted);
-        }
-        m.cache_entries.get_or_create(&labels).set(inner.map.len() as i64);
-        // Keys removed by `remove`/`get` linger in `order`; compact now and then.
-        if inner.order.len() > 2 * self.capacity {
-            let Inner { map, order, .. } = &mut *inner;
-            order.retain(|(k, seq)| map.get(k).is_some_and(|e| e.seq == *seq));
-        }
+        // Entries replaced or evicted are dropped after the lock (their `Arc`s may be last).
+        let mut dropped = Vec::new();
+        self.map.lock().insert(key, Entry { token, key: verified_by, exp }, |old| dropped.push(old));
+        drop(dropped);
     }
 
     /// Forgets an entry (its kid left the JWKS).
     pub fn remove(&self, key: &CacheKey) {
-        let mut inner = self.inner.lock();
-        inner.map.remove(key);
-        let labels = crate::metrics::CacheNameLabels { plugin: super::NAME, cache: "verified_tokens" };
-        crate::metrics::global().cache_entries.get_or_create(&labels).set(inner.map.len() as i64);
+        self.map.lock().remove(key, drop);
     }
 
     pub fn len(&self) -> usize {
-        self.inner.lock().map.len()
+        self.map.lock().len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -155,19 +116,38 @@ mod tests {
         Arc::new(Token::parse(&format!("{h}.{p}.c2ln")).unwrap())
     }
 
+    /// The tests' keys, under one keyed hash.
+    struct Keys(KeyedHash);
+
+    impl Keys {
+        fn new() -> Keys {
+            Keys(KeyedHash::random())
+        }
+        fn key(&self, url: &str, token: &str) -> CacheKey {
+            cache_key(&self.0, url, token)
+        }
+    }
+
     #[test]
     fn keys_depend_on_url_and_token_and_hide_the_token() {
-        let c = VerifiedCache::new(4);
+        let c = Keys::new();
         assert_eq!(c.key("u", "t"), c.key("u", "t"));
         assert_ne!(c.key("u", "t"), c.key("u", "t2"));
         assert_ne!(c.key("u", "t"), c.key("u2", "t"));
-        assert_ne!(c.key("u", "t"), VerifiedCache::new(4).key("u", "t"), "per-process random key");
+        assert_ne!(c.key("u", "t"), c.key("u\0t", ""), "the parts are delimited");
+        assert_ne!(c.key("u", "t"), Keys::new().key("u", "t"), "per-process random key");
+    }
+
+    #[test]
+    fn an_entry_is_a_48_byte_slot() {
+        // The module doc's figure (64-bit).
+        assert_eq!(std::mem::size_of::<crate::plugins::lru::Slot<Entry>>(), 48);
     }
 
     #[test]
     fn entries_expire_with_the_token() {
         let c = VerifiedCache::new(4);
-        let k = c.key("u", "t");
+        let k = Keys::new().key("u", "t");
         c.insert(k, token(100), key(), 50);
         assert!(c.get(&k, 99).is_some());
         assert!(c.get(&k, 100).is_none());
@@ -177,9 +157,9 @@ mod tests {
     }
 
     #[test]
-    fn capacity_evicts_the_oldest() {
-        let c = VerifiedCache::new(3);
-        let keys: Vec<_> = (0..5).map(|i| c.key("u", &i.to_string())).collect();
+    fn capacity_evicts_the_least_recently_used() {
+        let (c, k) = (VerifiedCache::new(3), Keys::new());
+        let keys: Vec<_> = (0..5).map(|i| k.key("u", &i.to_string())).collect();
         for k in &keys {
             c.insert(*k, token(100), key(), 0);
         }
@@ -189,15 +169,15 @@ mod tests {
         c.remove(&keys[4]);
         assert!(c.get(&keys[4], 0).is_none());
         for i in 0..20 {
-            c.insert(c.key("v", &i.to_string()), token(100), key(), 0);
+            c.insert(k.key("v", &i.to_string()), token(100), key(), 0);
         }
         assert_eq!(c.len(), 3);
     }
 
     #[test]
     fn a_token_removed_and_verified_again_is_not_evicted_for_its_old_place() {
-        let c = VerifiedCache::new(3);
-        let keys: Vec<_> = (0..4).map(|i| c.key("u", &i.to_string())).collect();
+        let (c, k) = (VerifiedCache::new(3), Keys::new());
+        let keys: Vec<_> = (0..4).map(|i| k.key("u", &i.to_string())).collect();
         c.insert(keys[0], token(100), key(), 0);
         c.remove(&keys[0]); // its kid left the JWKS …
         c.insert(keys[1], token(100), key(), 0);

@@ -6,7 +6,6 @@
 //! before any key lookup anyway. Here jsonwebtoken only checks that the header's `alg` is the
 //! one we pinned, that the key's family matches it, and the signature.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use jsonwebtoken::errors::ErrorKind;
@@ -23,14 +22,6 @@ use crate::plugins::outcome::AuthError;
 
 /// Identity values go into upstream headers: longer ones are refused, not truncated.
 const MAX_CLAIM_BYTES: usize = 512;
-
-static SIGNATURE_CHECKS: AtomicU64 = AtomicU64::new(0);
-
-/// Signature checks performed by this process (logged with each, so tests can see that the
-/// verified-token cache spares them).
-pub fn signature_checks() -> u64 {
-    SIGNATURE_CHECKS.load(Ordering::Relaxed)
-}
 
 /// [`verify_signature`] off the event loop for RSA and EC keys: a first RS256/ES256
 /// verification costs tens to hundreds of µs, which on a shard would hold up every other
@@ -59,10 +50,7 @@ pub fn verify_signature(raw: &str, alg: Algorithm, key: &JwkKey) -> Result<(), D
     validation.validate_aud = false;
     validation.required_spec_claims.clear();
     validation.leeway = 0;
-    let n = SIGNATURE_CHECKS.fetch_add(1, Ordering::Relaxed) + 1;
-    let result = jsonwebtoken::decode::<IgnoredAny>(raw, &key.decoding, &validation);
-    tracing::debug!(plugin = "ghasi-jwt", kid = %key.kid, ok = result.is_ok(), signature_checks = n, "signature checked");
-    match result {
+    match jsonwebtoken::decode::<IgnoredAny>(raw, &key.decoding, &validation) {
         Ok(_) => Ok(()),
         Err(e) => Err(Denial::new(
             AuthError::CredentialInvalid,
