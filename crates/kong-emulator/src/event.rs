@@ -180,7 +180,7 @@ fn parse_step(step: &Value) -> Result<Step, Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::wire::tests::{encode_any, Rng};
+    use crate::wire::testgen::{encode_any, Rng};
 
     /// A step result as a server might shape it: the usual keys in any order, with odd
     /// types now and then.
