@@ -7,10 +7,11 @@
 //! `no plugin instance` drops the cached instance and replays the whole event.
 
 use crate::error::Error;
-use crate::kong::{Kong, RpcResult};
+use crate::kong::Kong;
 use crate::pdk::{self, Exit, PdkContext, PdkOutcome};
 use crate::plugin::Plugin;
 use crate::request::{LogSource, Request};
+use crate::rpc::RpcResult;
 use crate::wire::{self, RawStep, StepData};
 use rmpv::Value;
 

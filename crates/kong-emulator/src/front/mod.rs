@@ -151,11 +151,6 @@ fn with_response_headers(mut response: Response, req: &Request) -> Response {
     response
 }
 
-/// Sets an upstream request header (used by emulated bundled plugins).
-pub(crate) fn set_upstream_header(req: &mut Request, name: &str, value: &str) {
-    req.headers_mut().set(name, vec![value.as_bytes().to_vec()]);
-}
-
 async fn front_handler(
     State(front): State<Arc<Front>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
