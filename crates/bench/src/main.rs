@@ -201,7 +201,7 @@ fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The main benchmark: every server behind Kong's own client (`kong.rs`), then the memory
+/// The main benchmark: every server behind Kong's own client (`kong/`), then the memory
 /// scenario (its load comes from the emulator: it only counts bytes per cached key).
 fn through_kong(cli: &Cli) -> anyhow::Result<()> {
     let rig = cli.kong_rig.clone().context(
@@ -254,7 +254,7 @@ fn through_kong(cli: &Cli) -> anyhow::Result<()> {
          other work competed with this run.\n",
         loadavg()
     ));
-    md.push_str(&kong::report(&results, &opts));
+    md.push_str(&kong::report(&results, &opts.conns));
     let bench = Bench {
         cli,
         paths: Paths {

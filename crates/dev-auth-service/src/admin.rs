@@ -17,16 +17,11 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::config::{Account, ApiKey, User};
-use crate::contract::{error, BadRequest};
-use crate::dev_api::parse_body;
+use crate::conn::ConnCtx;
 use crate::faults::{FaultWire, Target};
+use crate::reply::{error, parse, parse_body};
 use crate::revocations;
-use crate::server::ConnCtx;
 use crate::state::{PowerCmd, Shared};
-
-fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, BadRequest> {
-    serde_json::from_slice(body).map_err(|e| BadRequest(e.to_string()))
-}
 
 fn snapshot(st: &Shared) -> Value {
     json!({

@@ -19,24 +19,11 @@ use serde::Deserialize;
 use serde_json::json;
 use time::OffsetDateTime;
 
+use crate::conn::ConnCtx;
 use crate::directory::Verdict;
 use crate::faults::{Fault, Target};
-use crate::server::ConnCtx;
+use crate::reply::error;
 use crate::state::Shared;
-
-/// A JSON error body `{"error": code, "message": ...}`.
-pub(crate) fn error(status: StatusCode, code: &str, message: &str) -> Response {
-    (status, Json(json!({"error": code, "message": message}))).into_response()
-}
-
-/// A `400 bad_request` answer carrying the parse error (never the body itself).
-pub(crate) struct BadRequest(pub String);
-
-impl IntoResponse for BadRequest {
-    fn into_response(self) -> Response {
-        error(StatusCode::BAD_REQUEST, "bad_request", &self.0)
-    }
-}
 
 /// Applies the fault of `target`: `None` means "go on and answer normally" (possibly after a
 /// delay), `Some` is the faulty answer. `Refuse` never returns: it tells the connection to drop.

@@ -14,18 +14,10 @@ use axum::Json;
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::contract::{error, BadRequest};
-use crate::keys::{Alg, SigningKey};
+use crate::keys::Alg;
+use crate::reply::{error, parse_body};
 use crate::state::Shared;
 use crate::tokens::{mint, TokenSpec};
-
-/// Parses a JSON body; an empty body is `T::default()`.
-pub(crate) fn parse_body<T: serde::de::DeserializeOwned + Default>(body: &[u8]) -> Result<T, BadRequest> {
-    if body.iter().all(u8::is_ascii_whitespace) {
-        return Ok(T::default());
-    }
-    serde_json::from_slice(body).map_err(|e| BadRequest(e.to_string()))
-}
 
 /// `POST /dev/tokens` with a [`TokenSpec`] → `{"token", "kid", "alg", "claims"}`.
 pub(crate) async fn tokens(State(st): State<Arc<Shared>>, body: Bytes) -> Response {
@@ -55,15 +47,6 @@ impl Default for RotateRequest {
     }
 }
 
-/// Generates a key and makes it current (RSA keygen runs off the async workers).
-pub(crate) async fn rotate_keys(st: &Shared, alg: Alg, keep_old: bool) -> anyhow::Result<String> {
-    let key = tokio::task::spawn_blocking(move || SigningKey::generate(alg)).await??;
-    let kid = st.keys.write().rotate(key, keep_old);
-    tracing::info!(%kid, %alg, keep_old, "rotated signing key");
-    let _ = st.revoked(crate::revocations::jwks()).await;
-    Ok(kid)
-}
-
 /// `POST /dev/rotate` with `{"alg": "RS256", "keep_old": true}` (both optional) →
 /// `{"kid", "alg", "jwks_kids"}`.
 pub(crate) async fn rotate(State(st): State<Arc<Shared>>, body: Bytes) -> Response {
@@ -71,7 +54,7 @@ pub(crate) async fn rotate(State(st): State<Arc<Shared>>, body: Bytes) -> Respon
         Ok(req) => req,
         Err(bad) => return bad.into_response(),
     };
-    match rotate_keys(&st, req.alg, req.keep_old).await {
+    match st.rotate_keys(req.alg, req.keep_old).await {
         Ok(kid) => {
             let jwks_kids = st.keys.read().published_kids();
             Json(json!({"kid": kid, "alg": req.alg, "jwks_kids": jwks_kids})).into_response()

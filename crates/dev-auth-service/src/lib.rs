@@ -14,6 +14,7 @@
 
 mod admin;
 mod config;
+mod conn;
 mod contract;
 mod dev_api;
 mod directory;
@@ -22,6 +23,7 @@ pub mod fixtures;
 pub mod forge;
 mod keyring;
 mod keys;
+mod reply;
 mod revocations;
 mod router;
 mod server;

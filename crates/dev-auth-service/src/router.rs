@@ -16,7 +16,8 @@ use axum::response::Response;
 use axum::routing::{get, post};
 use axum::Router;
 
-use crate::contract::{self, error};
+use crate::contract;
+use crate::reply::error;
 use crate::state::Shared;
 use crate::{admin, dev_api};
 

@@ -26,6 +26,7 @@ use tokio::task::{JoinHandle, JoinSet};
 use tower::ServiceExt;
 
 use crate::config::{Account, AccountStatus, ApiKey, DevConfig, User};
+use crate::conn::ConnCtx;
 use crate::faults::{Fault, Target};
 use crate::forge::Forge;
 use crate::keyring::KeyRing;
@@ -33,15 +34,6 @@ use crate::keys::Alg;
 use crate::router::{control_router, main_router, JWKS_PATH};
 use crate::state::{PowerCmd, Shared};
 use crate::tokens::{mint, Minted, TokenSpec};
-
-/// Per-connection context handed to handlers as a request extension.
-#[derive(Clone)]
-pub(crate) struct ConnCtx {
-    /// Connection number (unique per service).
-    pub id: u64,
-    /// Notified by the `Refuse` fault: the connection is dropped without a response.
-    pub kill: Arc<Notify>,
-}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Power {
@@ -334,7 +326,7 @@ impl DevAuthService {
     /// A new key of `alg` becomes current; the previous current key of `alg` stays in the JWKS
     /// when `keep_old`. Returns the new kid.
     pub async fn rotate(&self, alg: Alg, keep_old: bool) -> String {
-        crate::dev_api::rotate_keys(&self.shared, alg, keep_old).await.expect("key generation")
+        self.shared.rotate_keys(alg, keep_old).await.expect("key generation")
     }
 
     /// Kid of the current key of `alg`.

@@ -13,6 +13,7 @@ use crate::config::DevConfig;
 use crate::directory::Directory;
 use crate::faults::{Counters, FaultBoard};
 use crate::keyring::KeyRing;
+use crate::keys::{Alg, SigningKey};
 use crate::revocations::Publisher;
 
 /// A request to take the main listener down or bring it back (sent by the admin API, carried out
@@ -69,5 +70,14 @@ impl Shared {
                 rx
             }
         }
+    }
+
+    /// Generates a key and makes it current (RSA keygen runs off the async workers).
+    pub async fn rotate_keys(&self, alg: Alg, keep_old: bool) -> anyhow::Result<String> {
+        let key = tokio::task::spawn_blocking(move || SigningKey::generate(alg)).await??;
+        let kid = self.keys.write().rotate(key, keep_old);
+        tracing::info!(%kid, %alg, keep_old, "rotated signing key");
+        let _ = self.revoked(crate::revocations::jwks()).await;
+        Ok(kid)
     }
 }

@@ -4,6 +4,8 @@
 //! the plugins did to the upstream request is visible in the response. `headers` maps each
 //! lower-cased name to its value, or to an array of values when the header was repeated
 //! (so a duplicated identity header cannot hide).
+//!
+//! Part of the HTTP side (cargo feature `front`), like [`crate::front`].
 
 use anyhow::{Context, Result};
 use axum::http::{HeaderMap, Method, Uri};

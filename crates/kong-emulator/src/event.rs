@@ -8,10 +8,11 @@
 //! `no plugin instance` drops the cached instance and replays the whole event.
 
 use crate::error::Error;
-use crate::kong::{Kong, RpcResult};
+use crate::kong::Kong;
 use crate::pdk::{self, Exit, PdkContext, PdkOutcome};
 use crate::plugin::Plugin;
 use crate::request::{LogSource, Request};
+use crate::rpc::RpcResult;
 use crate::wire::{self, RawStep, StepData};
 use rmpv::Value;
 
@@ -181,7 +182,7 @@ fn parse_step(step: &Value) -> Result<Step, Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::wire::tests::{encode_any, Rng};
+    use crate::wire::testgen::{encode_any, Rng};
 
     /// A step result as a server might shape it: the usual keys in any order, with odd
     /// types now and then.

@@ -1,9 +1,14 @@
-//! JSON as Kong's lua-cjson writes it, and JSON ↔ msgpack value conversion.
+//! Lua values as text: JSON as Kong's lua-cjson writes it, Lua's `tostring`, and JSON ↔ msgpack
+//! value conversion.
 //!
 //! Kong serialises plugin configs (`StartInstance`'s `Config`) and `kong.response.exit`
 //! table bodies with cjson, whose output differs from serde_json in ways a server might
 //! trip over: `/` is escaped as `\/`, an empty Lua table is `{}`, and strings are raw bytes.
+//! Why `tostring` lives here too: the two are one recursion (a non-string key's JSON is its
+//! `tostring`, a table's `tostring` is its JSON) and both print numbers as `%.14g`, so keeping
+//! them apart would make this module and the PDK depend on each other.
 
+use crate::wire;
 use rmpv::Value;
 
 /// cjson-style JSON text of a msgpack value (invalid UTF-8 replaced).
@@ -31,8 +36,8 @@ fn write(value: &Value, out: &mut Vec<u8>) {
         Value::Boolean(b) => out.extend_from_slice(if *b { b"true" } else { b"false" }),
         Value::Integer(i) => out.extend_from_slice(i.to_string().as_bytes()),
         Value::F32(_) | Value::F64(_) => {
-            let n = crate::wire::lua_number(value).unwrap_or(0.0);
-            out.extend_from_slice(crate::pdk::number_to_string(n).as_bytes())
+            let n = wire::lua_number(value).unwrap_or(0.0);
+            out.extend_from_slice(number_to_string(n).as_bytes())
         }
         Value::String(s) => write_string(s.as_bytes(), out),
         Value::Binary(b) => write_string(b, out),
@@ -55,7 +60,7 @@ fn write(value: &Value, out: &mut Vec<u8>) {
                 }
                 match k {
                     Value::String(_) | Value::Binary(_) => write(k, out),
-                    other => write_string(&crate::pdk::tostring(other), out),
+                    other => write_string(&tostring(other), out),
                 }
                 out.push(b':');
                 write(v, out);
@@ -129,11 +134,75 @@ pub fn to_serde(value: &Value) -> serde_json::Value {
                 .map(|(k, v)| {
                     let key = match k {
                         Value::String(s) => String::from_utf8_lossy(s.as_bytes()).into_owned(),
-                        other => String::from_utf8_lossy(&crate::pdk::tostring(other)).into_owned(),
+                        other => String::from_utf8_lossy(&tostring(other)).into_owned(),
                     };
                     (key, to_serde(v))
                 })
                 .collect(),
         ),
+    }
+}
+
+/// Lua `tostring` (what header setters and log functions apply). A table prints as
+/// `table: ` and its JSON, where Lua would print an address: readable, and stable across runs.
+pub(crate) fn tostring(v: &Value) -> Vec<u8> {
+    match v {
+        Value::Nil | Value::Ext(..) => b"nil".to_vec(),
+        Value::Boolean(b) => b.to_string().into_bytes(),
+        Value::String(s) => s.as_bytes().to_vec(),
+        Value::Binary(b) => b.clone(),
+        Value::Array(_) | Value::Map(_) => format!("table: {}", to_json(v)).into_bytes(),
+        _ => number_to_string(wire::lua_number(v).unwrap_or(0.0)).into_bytes(),
+    }
+}
+
+/// Lua's `tostring` for numbers: C's `%.14g`.
+pub(crate) fn number_to_string(n: f64) -> String {
+    if n.is_nan() {
+        return if n.is_sign_negative() { "-nan".into() } else { "nan".into() };
+    }
+    if n.is_infinite() {
+        return if n > 0.0 { "inf".into() } else { "-inf".into() };
+    }
+    if n == 0.0 {
+        return if n.is_sign_negative() { "-0".into() } else { "0".into() };
+    }
+    const PRECISION: i32 = 14;
+    // Round to 14 significant digits first; the exponent decides fixed vs scientific.
+    let sci = format!("{:.*e}", (PRECISION - 1) as usize, n);
+    let (mantissa, exp) = sci.split_once('e').unwrap_or((&sci, "0"));
+    let exp: i32 = exp.parse().unwrap_or(0);
+    if !(-4..PRECISION).contains(&exp) {
+        let mantissa = strip_zeros(mantissa);
+        format!("{mantissa}e{}{:02}", if exp < 0 { '-' } else { '+' }, exp.abs())
+    } else {
+        let decimals = (PRECISION - 1 - exp).max(0) as usize;
+        strip_zeros(&format!("{n:.decimals$}")).to_string()
+    }
+}
+
+/// `%g` drops trailing zeros of the fraction (and a bare trailing point).
+fn strip_zeros(s: &str) -> &str {
+    if s.contains('.') {
+        s.trim_end_matches('0').trim_end_matches('.')
+    } else {
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::number_to_string;
+
+    #[test]
+    fn numbers_print_like_lua() {
+        assert_eq!(number_to_string(3.0), "3");
+        assert_eq!(number_to_string(-12.5), "-12.5");
+        assert_eq!(number_to_string(0.1), "0.1");
+        assert_eq!(number_to_string(1.0 / 3.0), "0.33333333333333");
+        assert_eq!(number_to_string(1_700_000_000.25), "1700000000.25");
+        assert_eq!(number_to_string(1e15), "1e+15");
+        assert_eq!(number_to_string(1e-5), "1e-05");
+        assert_eq!(number_to_string(123_456_789_012_345.0), "1.2345678901234e+14");
     }
 }

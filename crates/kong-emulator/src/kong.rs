@@ -8,8 +8,11 @@
 
 use crate::connection::{Connection, RawConnection, ReadFailure};
 use crate::error::Error;
-use crate::plugin::{InstanceCache, Plugin, PluginSpec};
+use crate::instance_cache::InstanceCache;
+use crate::plugin::{Plugin, PluginSpec};
 use crate::pool::{Pool, PoolPolicy};
+use crate::rpc::{RpcObject, RpcResult};
+use crate::version::KongVersion;
 use crate::wire::{self, Incoming, StepData};
 use parking_lot::Mutex;
 use rmpv::Value;
@@ -18,59 +21,6 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-
-/// The result of a successful RPC: still in the connection's read buffer (a frame of
-/// bounded depth, decodable without error) or already decoded.
-#[derive(Debug)]
-pub(crate) enum RpcResult<'a> {
-    Raw(&'a [u8]),
-    Value(Value),
-}
-
-impl RpcResult<'_> {
-    pub(crate) fn into_value(self) -> Value {
-        match self {
-            RpcResult::Raw(bytes) => wire::decode_raw(bytes),
-            RpcResult::Value(value) => value,
-        }
-    }
-}
-
-/// Which Kong release line to imitate where they differ on the wire or in the PDK.
-/// Ordered by release, so "added in" checks read `version >= KongVersion::V3_9`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
-pub enum KongVersion {
-    /// 3.4 LTS: one msgid counter per plugin server, `__seq__` from 0, no `__ws_id`,
-    /// pool size 30, `set_header` rejects arrays, stale-instance reset drops one entry.
-    V3_4,
-    /// 3.9: one msgid counter per plugin, `__seq__` from 1, `__ws_id`, pool size 256,
-    /// stale-instance reset drops every instance of the plugin.
-    #[default]
-    V3_9,
-}
-
-impl KongVersion {
-    /// `lua_socket_pool_size` default of that version.
-    pub fn default_pool_size(self) -> usize {
-        match self {
-            KongVersion::V3_4 => 30,
-            KongVersion::V3_9 => 256,
-        }
-    }
-}
-
-/// One Lua RPC object: a msgid counter and the last `serverPid` seen.
-#[derive(Debug, Default)]
-pub(crate) struct RpcObject {
-    msgid: AtomicU64,
-    pid: Mutex<Option<f64>>,
-}
-
-impl RpcObject {
-    fn next_msgid(&self) -> u64 {
-        self.msgid.fetch_add(1, Ordering::Relaxed) + 1
-    }
-}
 
 /// Settings for a [`Kong`].
 #[derive(Debug, Clone)]
@@ -367,11 +317,6 @@ impl Kong {
         if label.as_str() != Some("serverPid") {
             return;
         }
-        let pid = wire::lua_number(args);
-        let mut known = rpc.pid.lock();
-        if known.is_some() && *known != pid {
-            self.inner.instances.drop_bound_to(rpc);
-        }
-        *known = pid;
+        rpc.record_pid(wire::lua_number(args), || self.inner.instances.drop_bound_to(rpc));
     }
 }

@@ -1,5 +1,4 @@
-//! Plugin configurations and Kong's per-worker instance cache (docs/protocol.md#startinstance,
-//! docs/protocol.md#instance-cache-in-kong).
+//! Plugin configurations as Kong holds them (docs/protocol.md#startinstance, docs/protocol.md#instance-cache-in-kong).
 //!
 //! A [`Plugin`] is one row of Kong's `plugins` entity: a name, a config and its scoping.
 //! Kong caches the server-side instance id per plugin id together with the config's
@@ -8,11 +7,8 @@
 //! travels as cjson text with the metadata keys Kong injects (`__seq__`, `__key__`,
 //! `__plugin_id`, `route_id`, … and `__ws_id` on 3.9).
 
-use crate::error::Error;
-use crate::kong::{Kong, KongVersion, RpcObject, RpcResult};
+use crate::version::KongVersion;
 use parking_lot::Mutex;
-use rmpv::Value;
-use std::collections::HashMap;
 use std::sync::Arc;
 
 /// How to create a [`Plugin`]: name, config and optional explicit ids.
@@ -117,6 +113,11 @@ impl Plugin {
         self.inner.current.lock().seq
     }
 
+    /// Serialises instance creation for this plugin (Kong's "claim" in `get_instance_id`).
+    pub(crate) fn start_lock(&self) -> &tokio::sync::Mutex<()> {
+        &self.inner.start_lock
+    }
+
     pub(crate) fn replace_config(&self, config: serde_json::Value, seq: u64) {
         *self.inner.current.lock() = Current { config, seq };
     }
@@ -156,122 +157,6 @@ impl Plugin {
             }
         }
         (crate::json::cjson_encode(&config), seq)
-    }
-}
-
-/// One cached instance.
-#[derive(Debug, Clone)]
-pub(crate) struct CacheEntry {
-    pub(crate) id: Value,
-    seq: u64,
-    plugin_name: String,
-    rpc: Arc<RpcObject>,
-}
-
-/// `running_instances`: plugin id → instance.
-#[derive(Debug, Default)]
-pub(crate) struct InstanceCache {
-    entries: Mutex<HashMap<String, CacheEntry>>,
-}
-
-impl InstanceCache {
-    pub(crate) fn get(&self, plugin_id: &str) -> Option<CacheEntry> {
-        self.entries.lock().get(plugin_id).cloned()
-    }
-
-    /// The cached instance id of `plugin_id` if it was started with config `seq`.
-    fn current_id(&self, plugin_id: &str, seq: u64) -> Option<Value> {
-        self.entries.lock().get(plugin_id).filter(|e| e.seq == seq).map(|e| e.id.clone())
-    }
-
-    pub(crate) fn clear(&self) {
-        self.entries.lock().clear();
-    }
-
-    /// A changed `serverPid`: drop everything started through that RPC object.
-    pub(crate) fn drop_bound_to(&self, rpc: &Arc<RpcObject>) {
-        self.entries.lock().retain(|_, e| !Arc::ptr_eq(&e.rpc, rpc));
-    }
-
-    /// Kong's `reset_instance` after `no plugin instance`.
-    pub(crate) fn reset(&self, version: KongVersion, plugin: &Plugin) {
-        let mut entries = self.entries.lock();
-        match version {
-            // ≤3.4: only the failing entry.
-            KongVersion::V3_4 => {
-                entries.remove(plugin.id());
-            }
-            // ≥3.7: every instance of that plugin name.
-            KongVersion::V3_9 => entries.retain(|_, e| e.plugin_name != plugin.name()),
-        }
-    }
-}
-
-impl Kong {
-    /// Kong's `get_instance_id`: the cached id when its seq matches, otherwise
-    /// `StartInstance` (and `CloseInstance` of the replaced id). Returns the id and the number
-    /// of RPCs it took.
-    pub(crate) async fn instance_id(&self, plugin: &Plugin, rpc: &Arc<RpcObject>) -> Result<(Value, usize), Error> {
-        let cache = &self.inner.instances;
-        if let Some(id) = cache.current_id(plugin.id(), plugin.seq()) {
-            return Ok((id, 0));
-        }
-        let _claim = plugin.inner.start_lock.lock().await;
-        let old = cache.get(plugin.id());
-        if let Some(entry) = &old {
-            if entry.seq == plugin.seq() {
-                return Ok((entry.id.clone(), 0));
-            }
-        }
-        let (config, seq) = plugin.config_json(self.inner.version, &self.inner.ws_id);
-        let param = Value::Map(vec![
-            (Value::from("Name"), Value::from(plugin.name())),
-            (Value::from("Config"), Value::from(config)),
-        ]);
-        let status = self
-            .call_on(
-                rpc,
-                "plugin.StartInstance",
-                |msgid, out| crate::wire::write_request(msgid, "plugin.StartInstance", &param, out),
-                |r: RpcResult<'_>| r.into_value(),
-            )
-            .await
-            .map_err(|e| {
-                // Kong blanked the cached id before the call and removes the whole entry when it
-                // fails ("remove claim"): the old id is forgotten, never closed.
-                cache.entries.lock().remove(plugin.id());
-                let plugin = plugin.name().to_string();
-                // Kong 3.4: a worker whose readiness probe never connected does not even try
-                // StartInstance (`server_def.ready` is false): the plugin is skipped. Emulated
-                // as "no connect ever succeeded and this one failed too".
-                if self.inner.version == KongVersion::V3_4
-                    && matches!(e, Error::Connect { .. })
-                    && !self.inner.pool.ever_connected()
-                {
-                    return Error::NotReady { plugin, source: Box::new(e) };
-                }
-                Error::StartInstance { plugin, source: Box::new(e) }
-            })?;
-        // Kong reads only `Id`; a missing one becomes nil and is sent back as such.
-        let id = crate::wire::map_get(&status, "Id").cloned().unwrap_or(Value::Nil);
-        cache.entries.lock().insert(
-            plugin.id().to_string(),
-            CacheEntry { id: id.clone(), seq, plugin_name: plugin.name().to_string(), rpc: rpc.clone() },
-        );
-        let mut rpcs = 1;
-        if let Some(old) = old {
-            // Errors are ignored: "maybe other thread closed it first".
-            let _ = self
-                .call_on(
-                    rpc,
-                    "plugin.CloseInstance",
-                    |msgid, out| crate::wire::write_request(msgid, "plugin.CloseInstance", &old.id, out),
-                    |_: RpcResult<'_>| (),
-                )
-                .await;
-            rpcs += 1;
-        }
-        Ok((id, rpcs))
     }
 }
 

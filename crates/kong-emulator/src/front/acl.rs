@@ -72,7 +72,7 @@ pub fn check(config: &AclConfig, req: &mut Request) -> AclDecision {
         return FORBIDDEN;
     }
     if !config.hide_groups_header && !groups.is_empty() {
-        crate::front::set_upstream_header(req, "X-Consumer-Groups", &groups.join(", "));
+        req.headers_mut().set("X-Consumer-Groups", vec![groups.join(", ").into_bytes()]);
     }
     AclDecision::Allow
 }

@@ -8,6 +8,10 @@
 //! (bad PDK arguments, protocol violation, failed `StartInstance`) is a 500. With the server
 //! down that is a 401 from acl for a worker with the instance id cached and a 500 for one
 //! without (on Kong 3.4, a worker that never reached the server skips the plugin: 401).
+//!
+//! Layering: this module (cargo feature `front`) sits on top of the protocol client and uses it
+//! like any other caller would ([`Kong::run_event`], [`Request`], [`KongEffect`]); nothing in the
+//! client knows about it (`tests/module_graph.rs` holds that), so the client builds without it.
 
 pub mod acl;
 pub mod chain;
@@ -149,11 +153,6 @@ fn with_response_headers(mut response: Response, req: &Request) -> Response {
         }
     }
     response
-}
-
-/// Sets an upstream request header (used by emulated bundled plugins).
-pub(crate) fn set_upstream_header(req: &mut Request, name: &str, value: &str) {
-    req.headers_mut().set(name, vec![value.as_bytes().to_vec()]);
 }
 
 async fn front_handler(

@@ -3,7 +3,7 @@
 //! Kong stores the consumer and credential in `ngx.ctx` for later plugins (acl, logging,
 //! rate limiting by consumer). It raises when both are nil or when either is not a table.
 
-use super::{lua_type, throw, Args, PdkContext, PdkOutcome};
+use super::lua::{lua_type, throw, Args, PdkContext, PdkOutcome};
 use crate::wire::StepData;
 use rmpv::Value;
 

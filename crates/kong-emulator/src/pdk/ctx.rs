@@ -4,7 +4,7 @@
 //! Values round-trip as Lua values: what the server stores comes back re-packed by Lua's
 //! rules (an empty table as `[]`, nil entries gone). A nil key raises ("table index is nil").
 
-use super::{nil, throw, Args, PdkContext, PdkOutcome};
+use super::lua::{nil, throw, Args, PdkContext, PdkOutcome};
 use crate::wire::StepData;
 
 pub(super) fn shared_get(ctx: &mut PdkContext<'_>, args: &Args) -> Option<PdkOutcome> {

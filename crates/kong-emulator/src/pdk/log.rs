@@ -3,7 +3,8 @@
 //! Tables are rendered as JSON after `table: ` (real Lua prints an address, which would be
 //! useless in assertions).
 
-use super::{nil, tostring, Args, PdkContext, PdkOutcome};
+use super::lua::{nil, Args, PdkContext, PdkOutcome};
+use crate::json::tostring;
 use crate::request::LogSource;
 
 const LEVELS: &[&str] = &["emerg", "alert", "crit", "err", "warn", "notice", "info", "debug"];

@@ -5,7 +5,7 @@
 //! [`crate::Request::with_var`]. Unknown variables are nil, like an undefined nginx
 //! variable read through `ngx.var`.
 
-use super::{as_bytes, throw, Args, PdkContext, PdkOutcome};
+use super::lua::{as_bytes, throw, Args, PdkContext, PdkOutcome};
 use crate::wire::{lua_string, StepData};
 use rmpv::Value;
 

@@ -9,8 +9,8 @@
 //! `", "`). The multi-map getters return what `ngx.req.get_headers`/`get_uri_args` build,
 //! then Kong's `fix_mmap` shaping.
 
-use super::{as_bytes, lua_type, nil, throw, Args, PdkContext, PdkOutcome};
-use crate::kong::KongVersion;
+use super::lua::{as_bytes, lua_type, nil, throw, Args, PdkContext, PdkOutcome};
+use crate::version::KongVersion;
 use crate::wire::{lua_number, lua_string, StepData};
 use rmpv::Value;
 

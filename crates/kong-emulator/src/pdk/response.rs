@@ -7,36 +7,11 @@
 //! Kong's default message for the status when none is given. Headers set earlier with
 //! `kong.response.set_header` are part of the exit response.
 
+use super::lua::{as_bytes, lua_type, nil, throw, Args, Exit, PdkContext, PdkOutcome};
 use super::service::{header_name, header_table, header_values};
-use super::{as_bytes, lua_type, nil, throw, Args, PdkContext, PdkOutcome};
 use crate::headers::HeaderMap;
 use crate::wire::lua_number;
 use rmpv::Value;
-
-/// A response produced by `kong.response.exit`/`error`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Exit {
-    pub status: u16,
-    pub body: Vec<u8>,
-    pub headers: HeaderMap,
-}
-
-impl Exit {
-    /// The body as text (invalid UTF-8 replaced).
-    pub fn body_text(&self) -> String {
-        String::from_utf8_lossy(&self.body).into_owned()
-    }
-
-    /// The body parsed as JSON, if it is JSON.
-    pub fn body_json(&self) -> Option<serde_json::Value> {
-        serde_json::from_slice(&self.body).ok()
-    }
-
-    /// First value of a response header.
-    pub fn header(&self, name: &str) -> Option<String> {
-        self.headers.get_str(name)
-    }
-}
 
 const JSON_CONTENT_TYPE: &str = "application/json; charset=utf-8";
 

@@ -6,8 +6,9 @@
 //! those; an empty array removes the header. `set_header` with an array value raises on
 //! Kong 3.4 and is accepted on 3.9 (observed, docs/protocol.md#pdk-calls).
 
-use super::{as_bytes, lua_type, nil, throw, tostring, Args, PdkContext, PdkOutcome};
-use crate::kong::KongVersion;
+use super::lua::{as_bytes, lua_type, nil, throw, Args, PdkContext, PdkOutcome};
+use crate::json::tostring;
+use crate::version::KongVersion;
 use rmpv::Value;
 
 /// Header name with the values it is set to.
