@@ -17,10 +17,10 @@ use tokio::net::UnixStream;
 
 use crate::buffer_budget::{BudgetExceeded, BufferBudget};
 use crate::codec::{self, FrameError, FrameScanner};
-use crate::dispatch::{dispatch, RpcError};
+use crate::dispatch::dispatch;
 use crate::metrics::{self, KindLabels};
 use crate::registry::Registry;
-use crate::rpc::{self, Method, ProtocolError};
+use crate::rpc::{self, Method, ProtocolError, RpcError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectionError {
@@ -113,25 +113,19 @@ async fn serve_frames(
         buf.advance(len);
         charge.hold(0)?;
         let _busy = registry.busy_guard();
-        let (msgid, result) = match incoming {
-            Ok((msgid, method)) => {
-                let (name, result) = match method {
-                    Ok(method) => (method.name(), dispatch(&registry, method).await),
-                    Err(message) => ("unparsed", Err(RpcError { kind: "bad_request", message })),
-                };
-                let result = result.map_err(|e| {
-                    tracing::debug!(method = name, kind = e.kind, "rpc error: {}", e.message);
-                    metrics::global().rpc_errors.get_or_create(&KindLabels { kind: e.kind }).inc();
-                    e.message
-                });
-                (msgid, result)
+        let (msgid, name, result) = match incoming {
+            Ok((msgid, Ok(method))) => {
+                let name = method.name();
+                (msgid, name, dispatch(&registry, method).await.map_err(RpcError::from))
             }
-            Err(ProtocolError { msgid: Some(msgid), reason }) => {
-                metrics::global().rpc_errors.get_or_create(&KindLabels { kind: "bad_envelope" }).inc();
-                (msgid, Err(reason))
-            }
+            Ok((msgid, Err(e))) => (msgid, "unparsed", Err(RpcError::from(e))),
+            Err(ProtocolError { msgid: Some(msgid), error }) => (msgid, "unparsed", Err(RpcError::from(error))),
             Err(e) => return Err(e.into()),
         };
+        if let Err(e) = &result {
+            tracing::debug!(method = name, kind = e.kind(), "rpc error: {e}");
+            metrics::global().rpc_errors.get_or_create(&KindLabels { kind: e.kind() }).inc();
+        }
         out.clear();
         rpc::encode_response(msgid, &result, &mut out);
         stream.write_all(&out).await?;

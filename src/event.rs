@@ -61,10 +61,17 @@ pub async fn start(registry: &Registry, instance: Arc<Instance>, phase: Phase) -
     advance(registry, event_id, future, mailbox).await
 }
 
+/// Why a Step cannot be delivered.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EventError {
+    /// Never started, already ended (`"ret"`, exit) or reaped: Kong gives up on the request.
+    #[error("no running event {event_id}")]
+    NotRunning { event_id: u64 },
+}
+
 /// Hands Kong's answer to the parked event and runs it up to its next PDK call.
-pub async fn step(registry: &Registry, event_id: u64, reply: StepReply) -> Result<StepResult, String> {
-    let ParkedEvent { future, mailbox, .. } =
-        registry.unpark(event_id).ok_or_else(|| format!("no running event {event_id}"))?;
+pub async fn step(registry: &Registry, event_id: u64, reply: StepReply) -> Result<StepResult, EventError> {
+    let ParkedEvent { future, mailbox, .. } = registry.unpark(event_id).ok_or(EventError::NotRunning { event_id })?;
     mailbox.lock().put_reply(reply);
     Ok(advance(registry, event_id, future, mailbox).await)
 }

@@ -29,8 +29,16 @@ use std::task::{Context, Poll};
 use parking_lot::Mutex;
 use rmpv::Value;
 
-/// Kong's answer to one PDK call: the value (`None` = Lua nil), or Kong 2.8's StepError text.
-pub type StepReply = Result<Option<Value>, String>;
+/// Kong's answer to one PDK call: the value (`None` = Lua nil), or the error Kong 2.8 reports
+/// with `plugin.StepError`.
+pub type StepReply = Result<Option<Value>, KongError>;
+
+/// A PDK function that raised in Kong (`plugin.StepError`), with Kong's message.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct KongError {
+    pub message: String,
+}
 
 /// A PDK call on its way from the plugin to Kong.
 #[derive(Debug)]
@@ -66,8 +74,8 @@ pub type SharedMailbox = Arc<Mutex<Mailbox>>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PdkError {
-    #[error("{method} failed in Kong: {message}")]
-    Kong { method: Cow<'static, str>, message: String },
+    #[error("{method} failed in Kong: {source}")]
+    Kong { method: Cow<'static, str>, source: KongError },
     #[error("{method} returned {found}, expected {expected}")]
     UnexpectedType { method: &'static str, expected: &'static str, found: String },
     #[error("the event already ended with kong.response.exit/error")]
@@ -125,7 +133,7 @@ impl Pdk {
         self.mailbox.lock().outgoing = Some(Outgoing::Call { method: method.clone(), args });
         match (AwaitReply { mailbox: &self.mailbox }).await {
             Ok(value) => Ok(value),
-            Err(message) => Err(PdkError::Kong { method, message }),
+            Err(source) => Err(PdkError::Kong { method, source }),
         }
     }
 
