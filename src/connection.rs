@@ -12,8 +12,7 @@
 //! readiness check does exactly that) is not an error.
 
 use bytes::{Buf, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::UnixStream;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::buffer_budget::{BudgetExceeded, BufferBudget};
 use crate::codec::{self, FrameError, FrameScanner};
@@ -60,7 +59,13 @@ pub struct Limits {
 
 /// Serves requests until EOF or an error. The caller closes the stream (after its own
 /// bookkeeping, so that metrics never lag behind what the peer observed).
-pub async fn serve(stream: &mut UnixStream, registry: Registry, limits: &Limits) -> Result<(), ConnectionError> {
+///
+/// Any byte stream will do: production serves Unix sockets, the in-process tests
+/// (`tests/in_process.rs`) serve `tokio::io::duplex` pipes with the clock paused.
+pub async fn serve<S>(stream: &mut S, registry: Registry, limits: &Limits) -> Result<(), ConnectionError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
     let mut received = 0usize;
     let result = serve_frames(stream, registry, limits, &mut received).await;
     match result {
@@ -77,12 +82,15 @@ pub async fn serve(stream: &mut UnixStream, registry: Registry, limits: &Limits)
     }
 }
 
-async fn serve_frames(
-    stream: &mut UnixStream,
+async fn serve_frames<S>(
+    stream: &mut S,
     registry: Registry,
     limits: &Limits,
     received: &mut usize,
-) -> Result<(), ConnectionError> {
+) -> Result<(), ConnectionError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
     let mut out = Vec::with_capacity(512);
     if limits.send_server_pid {
         codec::encode(&rpc::server_pid_notification(std::process::id()), &mut out);

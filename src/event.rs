@@ -24,6 +24,10 @@ use std::sync::Arc;
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
+// Parking is timed on tokio's clock (the same instant type in production), so tests with
+// paused time can age parked events without sleeping.
+use tokio::time::Instant as ParkClock;
+
 use futures::FutureExt;
 
 use crate::instance::Instance;
@@ -42,7 +46,7 @@ type EventFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
 pub struct ParkedEvent {
     future: EventFuture,
     mailbox: SharedMailbox,
-    since: Instant,
+    since: ParkClock,
 }
 
 impl ParkedEvent {
@@ -89,7 +93,7 @@ async fn advance(registry: &Registry, event_id: u64, mut future: EventFuture, ma
     .await;
     let data = match outgoing {
         Some(Outgoing::Call { method, args }) if !finished => {
-            registry.park(event_id, ParkedEvent { future, mailbox, since: Instant::now() });
+            registry.park(event_id, ParkedEvent { future, mailbox, since: ParkClock::now() });
             StepData::Call { method, args }
         }
         // A call the handler gave up on before returning (a dropped future): nobody awaits
