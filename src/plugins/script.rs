@@ -19,7 +19,6 @@ use serde::Deserialize;
 use super::{Phase, Plugin, PluginSpec};
 use crate::pdk::service::HeaderChanges;
 use crate::pdk::Pdk;
-use crate::rpc::value::from_json;
 
 pub static SPEC: PluginSpec = PluginSpec {
     name: "ghasi-test-script",
@@ -88,7 +87,7 @@ impl Script {
         for step in steps {
             match step {
                 Step::Call { call, args } => {
-                    pdk.call(call.clone(), args.iter().map(from_json).collect()).await.context("script call")?;
+                    pdk.call_json(call, args).await.context("script call")?;
                 }
                 Step::Read { read: name } => {
                     read = pdk.request().get_header(name).await?.map(|b| String::from_utf8_lossy(&b).into_owned());
@@ -102,7 +101,7 @@ impl Script {
                             None => changes.remove(name),
                         };
                     }
-                    pdk.service_request().set_headers(&changes).await?;
+                    pdk.service_request().set_headers(changes).await?;
                 }
                 Step::Exit { exit, body } => {
                     pdk.response().exit(*exit, body.as_bytes(), &[]).await?;
