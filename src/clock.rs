@@ -2,24 +2,29 @@
 //!
 //! Production reads the system clocks. Tests of cache lifetimes (60 s API-key TTL, 300 s
 //! JWKS lifetime, token expiry) must not sleep, and they drive the real binary, so its clock
-//! can be moved forward: with `GHASI_TEST_CLOCK=1` the hidden RPC
-//! `plugin.GhasiTestAdvanceClock {Seconds}` adds an offset to both readings below. Without
-//! that variable the RPC is refused and the offset stays zero.
+//! can be moved forward: in a build with the `test-hooks` feature and `GHASI_TEST_CLOCK=1`,
+//! the hidden RPC `plugin.GhasiTestAdvanceClock {Seconds}` adds an offset to both readings
+//! below. Otherwise the offset stays zero (a release build has no such RPC at all).
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+#[cfg(feature = "test-hooks")]
+use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 static OFFSET_MS: AtomicU64 = AtomicU64::new(0);
+#[cfg(feature = "test-hooks")]
 static TEST_MODE: AtomicBool = AtomicBool::new(false);
 static START: OnceLock<Instant> = OnceLock::new();
 
 /// Enables [`advance`] (called once at startup when `GHASI_TEST_CLOCK=1`).
+#[cfg(feature = "test-hooks")]
 pub fn enable_test_mode() {
     TEST_MODE.store(true, Ordering::Relaxed);
 }
 
 /// Moves the clock forward; refused unless test mode is on.
+#[cfg(feature = "test-hooks")]
 pub fn advance(by: Duration) -> Result<(), &'static str> {
     if !TEST_MODE.load(Ordering::Relaxed) {
         return Err("the test clock is disabled (GHASI_TEST_CLOCK is not set)");

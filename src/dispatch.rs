@@ -32,7 +32,8 @@ pub enum DispatchError {
     BadConfig { plugin: String, reason: String },
     #[error(transparent)]
     Event(#[from] EventError),
-    /// The test clock refused to move.
+    /// The test clock refused to move (feature `test-hooks`).
+    #[cfg(feature = "test-hooks")]
     #[error("{0}")]
     Clock(String),
 }
@@ -46,6 +47,7 @@ impl DispatchError {
             DispatchError::UnknownPlugin { .. } => "unknown_plugin",
             DispatchError::BadConfig { .. } => "bad_config",
             DispatchError::Event(_) => "no_event",
+            #[cfg(feature = "test-hooks")]
             DispatchError::Clock(_) => "bad_request",
         }
     }
@@ -79,6 +81,7 @@ pub async fn dispatch(registry: &Registry, method: Method) -> Result<Reply, Disp
         Method::InstanceStatus { id } => {
             registry.instance(id).map(|i| i.status()).ok_or(DispatchError::NoInstance { id })
         }
+        #[cfg(feature = "test-hooks")]
         Method::AdvanceClock { seconds } => {
             crate::clock::advance(std::time::Duration::from_secs(seconds))
                 .map_err(|e| DispatchError::Clock(e.to_string()))?;

@@ -139,6 +139,7 @@ impl Pdk {
 
     /// Any PDK call by name with JSON arguments, its result ignored: the test-only script
     /// plugin's generic step (it makes whatever calls a test lists).
+    #[cfg(feature = "test-hooks")]
     pub async fn call_json(&mut self, method: &str, args: &[serde_json::Value]) -> Result<(), PdkError> {
         let args = args.iter().map(crate::rpc::value::from_json).collect();
         self.call(method.to_owned(), args).await.map(drop)

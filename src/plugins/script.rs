@@ -1,8 +1,9 @@
 //! `ghasi-test-script`: a test-only plugin that performs the PDK calls its config lists.
 //!
 //! The core's tests drive the real binary, so the plugin they need must live in it; this
-//! one is served only when the environment has `GHASI_TEST_PLUGINS=1` and never appears in
-//! a production `--dump`. It also serves as the benchmark's no-op floor: the same PDK calls
+//! one exists only in builds with the `test-hooks` feature (test builds and the benchmark's
+//! server, never a release), and is served only when the environment has
+//! `GHASI_TEST_PLUGINS=1`. It also serves as the benchmark's no-op floor: the same PDK calls
 //! as a real plugin with none of the plugin work.
 //!
 //! Config: `{"steps": [step, …]}` where a step is one of

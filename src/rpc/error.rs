@@ -113,6 +113,13 @@ mod tests {
             ),
             (DispatchError::Event(EventError::NotRunning { event_id: 99 }).into(), "no running event 99", "no_event"),
         ];
+        #[cfg(feature = "test-hooks")]
+        let cases = {
+            let mut cases = cases;
+            let refused = "the test clock is disabled (GHASI_TEST_CLOCK is not set)";
+            cases.push((DispatchError::Clock(refused.into()).into(), refused, "bad_request"));
+            cases
+        };
         for (error, text, kind) in cases {
             assert_eq!((error.wire_text().as_str(), error.kind()), (text, kind), "{error:?}");
         }

@@ -82,7 +82,9 @@ pub enum Method {
     InstanceStatus {
         id: u64,
     },
-    /// Test-only: move the process clock forward (refused unless `GHASI_TEST_CLOCK=1`).
+    /// Test builds only (feature `test-hooks`): move the process clock forward (refused
+    /// unless `GHASI_TEST_CLOCK=1`). Without the feature the method does not exist.
+    #[cfg(feature = "test-hooks")]
     AdvanceClock {
         seconds: u64,
     },
@@ -100,6 +102,7 @@ impl Method {
             Method::GetPluginInfo { .. } => "plugin.GetPluginInfo",
             Method::GetStatus => "plugin.GetStatus",
             Method::InstanceStatus { .. } => "plugin.InstanceStatus",
+            #[cfg(feature = "test-hooks")]
             Method::AdvanceClock { .. } => "plugin.GhasiTestAdvanceClock",
         }
     }
@@ -153,6 +156,7 @@ impl Method {
             "plugin.InstanceStatus" => {
                 Method::InstanceStatus { id: as_u64(&param).ok_or_else(|| bad_param(Parameter::InstanceId))? }
             }
+            #[cfg(feature = "test-hooks")]
             "plugin.GhasiTestAdvanceClock" => Method::AdvanceClock { seconds: id_field(&param, "Seconds")? },
             other => return Err(MethodError::Unsupported { method: other.to_owned() }),
         })
