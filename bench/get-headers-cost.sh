@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The cost of reading the API key with kong.request.get_headers() instead of get_header(name),
 # under Kong's own client (kongrig): a test plugin makes the success path's 4 RPCs either way.
-# Needs a release build (cargo build --release) and a kongrig (GHASI_KONG_RIG or ../shared/kongrig).
+# Needs a release build with the test hooks (cargo build --release -p ghasi-plugin-server --features
+# test-hooks: the test plugin) and a kongrig (GHASI_KONG_RIG or ../shared/kongrig).
 # ROUNDS (3), DUR (6s) and KONG_VERSION (3.9.3) tune it; prints one line per round and mode.
 set -uo pipefail
 RIG=${GHASI_KONG_RIG:-$(cd "$(dirname "$0")/../../shared/kongrig" 2>/dev/null && pwd)}

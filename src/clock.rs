@@ -3,10 +3,10 @@
 //!
 //! Production reads the system clocks. Tests of cache lifetimes (60 s API-key TTL, 300 s
 //! JWKS lifetime, token expiry) must not sleep, and they drive the real binary, so its clock
-//! can be moved forward: with `GHASI_TEST_CLOCK=1` the hidden RPC
-//! `plugin.GhasiTestAdvanceClock {Seconds}` calls [`Clock::advance`], which adds an offset to
-//! both readings below. Without that variable [`Clock::advance`] is refused and the offset
-//! stays zero.
+//! can be moved forward: in a build with the `test-hooks` feature and `GHASI_TEST_CLOCK=1`,
+//! the hidden RPC `plugin.GhasiTestAdvanceClock {Seconds}` calls `Clock::advance`, which adds
+//! an offset to both readings below. Otherwise the offset stays zero: a release build has
+//! neither the RPC nor `advance`.
 //!
 //! A clone shares the offset (one `Arc`); reading costs what reading a static did: one
 //! `Instant::elapsed` and one relaxed atomic load, no lock.
@@ -23,7 +23,8 @@ pub struct Clock(Arc<Inner>);
 struct Inner {
     start: Instant,
     offset_ms: AtomicU64,
-    /// [`Clock::advance`] is allowed.
+    /// [`Clock::advance`] is allowed (read only by `advance`, which only test builds have).
+    #[cfg_attr(not(any(test, feature = "test-hooks")), allow(dead_code))]
     adjustable: bool,
 }
 
@@ -34,18 +35,20 @@ impl Clock {
     }
 
     /// The system clocks plus an offset [`Clock::advance`] may grow (tests only).
+    #[cfg(any(test, feature = "test-hooks"))]
     pub fn adjustable() -> Clock {
         Clock::new(true)
     }
 
-    /// [`Clock::adjustable`] when `GHASI_TEST_CLOCK=1`, else [`Clock::system`].
+    /// With the `test-hooks` feature, an adjustable clock when `GHASI_TEST_CLOCK=1`;
+    /// otherwise [`Clock::system`].
     pub fn from_env() -> Clock {
+        #[cfg(feature = "test-hooks")]
         if std::env::var("GHASI_TEST_CLOCK").as_deref() == Ok("1") {
             tracing::warn!("GHASI_TEST_CLOCK=1: the test clock RPC is enabled; never use this in production");
-            Clock::adjustable()
-        } else {
-            Clock::system()
+            return Clock::adjustable();
         }
+        Clock::system()
     }
 
     fn new(adjustable: bool) -> Clock {
@@ -53,6 +56,7 @@ impl Clock {
     }
 
     /// Moves the clock forward; refused unless it is adjustable.
+    #[cfg(any(test, feature = "test-hooks"))]
     pub fn advance(&self, by: Duration) -> Result<(), &'static str> {
         if !self.0.adjustable {
             return Err("the test clock is disabled (GHASI_TEST_CLOCK is not set)");

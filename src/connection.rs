@@ -14,15 +14,14 @@
 //! readiness check does exactly that) is not an error.
 
 use bytes::{Buf, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::UnixStream;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::buffer_budget::{BudgetExceeded, BufferBudget};
 use crate::codec::{self, FrameError, FrameScanner};
-use crate::dispatch::{dispatch, RpcError};
+use crate::dispatch::dispatch;
 use crate::metrics::{self, KindLabels};
 use crate::registry::Registry;
-use crate::rpc::{self, Method, ProtocolError};
+use crate::rpc::{self, Method, ProtocolError, RpcError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectionError {
@@ -62,7 +61,13 @@ pub struct Limits {
 
 /// Serves requests until EOF or an error. The caller closes the stream (after its own
 /// bookkeeping, so that metrics never lag behind what the peer observed).
-pub async fn serve(stream: &mut UnixStream, registry: Registry, limits: &Limits) -> Result<(), ConnectionError> {
+///
+/// Any byte stream will do: production serves Unix sockets, the in-process tests
+/// (`tests/in_process.rs`) serve `tokio::io::duplex` pipes with the clock paused.
+pub async fn serve<S>(stream: &mut S, registry: Registry, limits: &Limits) -> Result<(), ConnectionError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
     let mut received = 0usize;
     let result = serve_frames(stream, registry, limits, &mut received).await;
     match result {
@@ -79,12 +84,15 @@ pub async fn serve(stream: &mut UnixStream, registry: Registry, limits: &Limits)
     }
 }
 
-async fn serve_frames(
-    stream: &mut UnixStream,
+async fn serve_frames<S>(
+    stream: &mut S,
     registry: Registry,
     limits: &Limits,
     received: &mut usize,
-) -> Result<(), ConnectionError> {
+) -> Result<(), ConnectionError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
     let mut out = Vec::with_capacity(512);
     if limits.send_server_pid {
         codec::encode(&rpc::server_pid_notification(std::process::id()), &mut out);
@@ -115,25 +123,19 @@ async fn serve_frames(
         buf.advance(len);
         charge.hold(0)?;
         let _busy = registry.busy_guard();
-        let (msgid, result) = match incoming {
-            Ok((msgid, method)) => {
-                let (name, result) = match method {
-                    Ok(method) => (method.name(), dispatch(&registry, method).await),
-                    Err(message) => ("unparsed", Err(RpcError { kind: "bad_request", message })),
-                };
-                let result = result.map_err(|e| {
-                    tracing::debug!(method = name, kind = e.kind, "rpc error: {}", e.message);
-                    metrics::global().rpc_errors.get_or_create(&KindLabels { kind: e.kind }).inc();
-                    e.message
-                });
-                (msgid, result)
+        let (msgid, name, result) = match incoming {
+            Ok((msgid, Ok(method))) => {
+                let name = method.name();
+                (msgid, name, dispatch(&registry, method).await.map_err(RpcError::from))
             }
-            Err(ProtocolError { msgid: Some(msgid), reason }) => {
-                metrics::global().rpc_errors.get_or_create(&KindLabels { kind: "bad_envelope" }).inc();
-                (msgid, Err(reason))
-            }
+            Ok((msgid, Err(e))) => (msgid, "unparsed", Err(RpcError::from(e))),
+            Err(ProtocolError { msgid: Some(msgid), error }) => (msgid, "unparsed", Err(RpcError::from(error))),
             Err(e) => return Err(e.into()),
         };
+        if let Err(e) = &result {
+            tracing::debug!(method = name, kind = e.kind(), "rpc error: {e}");
+            metrics::global().rpc_errors.get_or_create(&KindLabels { kind: e.kind() }).inc();
+        }
         out.clear();
         rpc::encode_response(msgid, &result, &mut out);
         stream.write_all(&out).await?;

@@ -1,87 +1,101 @@
-//! ⑥ Serves one parsed RPC against the registry. The one place where domain failures
-//! become the error strings Kong sees (e.g. `no plugin instance 7`, which makes Kong
-//! recreate the instance and retry the event, docs/protocol.md#errors).
+//! ⑥ Serves one parsed RPC against the registry. Domain failures are [`DispatchError`]s;
+//! [`crate::rpc::RpcError::wire_text`] turns them into the strings Kong sees (e.g.
+//! `no plugin instance 7`, which makes Kong recreate the instance and retry the event,
+//! docs/protocol.md#errors).
 
 use std::sync::Arc;
 
 use rmpv::Value;
 
-use crate::event;
+use crate::event::{self, EventError};
 use crate::instance::Instance;
+use crate::pdk::KongError;
 use crate::plugins::Phase;
 use crate::registry::Registry;
 use crate::rpc::value::{from_json, map};
 use crate::rpc::{Method, Reply};
 
-/// An RPC failure: the text Kong sees, and a bounded kind for the `rpc_errors` metric.
-#[derive(Debug)]
-pub struct RpcError {
-    pub kind: &'static str,
-    pub message: String,
+/// Why a well-formed RPC could not be served. The texts are Kong's (see [`crate::rpc::error`]).
+#[derive(Debug, thiserror::Error)]
+pub enum DispatchError {
+    /// Kong then recreates the instance and retries the event (docs/protocol.md#errors).
+    #[error("no plugin instance {id}")]
+    NoInstance { id: u64 },
+    #[error("plugin.HandleEvent: missing InstanceId (did StartInstance fail?)")]
+    MissingInstanceId,
+    #[error("plugin {plugin} does not handle phase {phase}")]
+    PhaseNotHandled { plugin: &'static str, phase: String },
+    #[error("no plugin named {name}")]
+    UnknownPlugin { name: String },
+    /// `reason` is the plugin's start error as text: it names the bad field(s).
+    #[error("{plugin}: invalid config: {reason}")]
+    BadConfig { plugin: String, reason: String },
+    #[error(transparent)]
+    Event(#[from] EventError),
+    /// The test clock refused to move (feature `test-hooks`).
+    #[cfg(feature = "test-hooks")]
+    #[error("{0}")]
+    Clock(String),
 }
 
-impl RpcError {
-    fn new(kind: &'static str, message: impl Into<String>) -> Self {
-        RpcError { kind, message: message.into() }
+impl DispatchError {
+    /// Bounded label for the `rpc_errors` metric.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            DispatchError::NoInstance { .. } => "no_instance",
+            DispatchError::MissingInstanceId | DispatchError::PhaseNotHandled { .. } => "bad_request",
+            DispatchError::UnknownPlugin { .. } => "unknown_plugin",
+            DispatchError::BadConfig { .. } => "bad_config",
+            DispatchError::Event(_) => "no_event",
+            #[cfg(feature = "test-hooks")]
+            DispatchError::Clock(_) => "bad_request",
+        }
     }
 }
 
-pub async fn dispatch(registry: &Registry, method: Method) -> Result<Reply, RpcError> {
+pub async fn dispatch(registry: &Registry, method: Method) -> Result<Reply, DispatchError> {
     let value = match method {
         Method::StartInstance { name, config } => start_instance(registry, &name, &config),
         Method::CloseInstance { id } => {
-            let instance = registry.remove_instance(id).ok_or_else(|| no_instance(id))?;
+            let instance = registry.remove_instance(id).ok_or(DispatchError::NoInstance { id })?;
             tracing::info!(plugin = instance.spec.name, instance_id = id, "instance closed");
             Ok(instance.status())
         }
         Method::HandleEvent { instance_id, event_name } => {
-            let id = instance_id.ok_or_else(|| {
-                RpcError::new("bad_request", "plugin.HandleEvent: missing InstanceId (did StartInstance fail?)")
-            })?;
-            let instance = registry.instance(id).ok_or_else(|| no_instance(id))?;
-            let phase = Phase::parse(&event_name).filter(|p| instance.spec.phases.contains(p)).ok_or_else(|| {
-                RpcError::new(
-                    "bad_request",
-                    format!("plugin {} does not handle phase {event_name}", instance.spec.name),
-                )
-            })?;
+            let id = instance_id.ok_or(DispatchError::MissingInstanceId)?;
+            let instance = registry.instance(id).ok_or(DispatchError::NoInstance { id })?;
+            let Some(phase) = Phase::parse(&event_name).filter(|p| instance.spec.phases.contains(p)) else {
+                return Err(DispatchError::PhaseNotHandled { plugin: instance.spec.name, phase: event_name });
+            };
             return Ok(Reply::Step(event::start(registry, instance, phase).await));
         }
-        Method::Step { event_id, data } => {
-            return event::step(registry, event_id, Ok(data)).await.map(Reply::Step).map_err(no_event)
-        }
+        Method::Step { event_id, data } => return Ok(Reply::Step(event::step(registry, event_id, Ok(data)).await?)),
         Method::StepError { event_id, message } => {
-            return event::step(registry, event_id, Err(message)).await.map(Reply::Step).map_err(no_event)
+            return Ok(Reply::Step(event::step(registry, event_id, Err(KongError { message })).await?))
         }
-        Method::GetPluginInfo { name } => registry
-            .plugin(&name)
-            .map(|spec| from_json(&spec.info()))
-            .ok_or_else(|| RpcError::new("unknown_plugin", format!("no plugin named {name}"))),
+        Method::GetPluginInfo { name } => match registry.plugin(&name) {
+            Some(spec) => Ok(from_json(&spec.info())),
+            None => Err(DispatchError::UnknownPlugin { name }),
+        },
         Method::GetStatus => Ok(status(registry)),
-        Method::InstanceStatus { id } => registry.instance(id).map(|i| i.status()).ok_or_else(|| no_instance(id)),
+        Method::InstanceStatus { id } => {
+            registry.instance(id).map(|i| i.status()).ok_or(DispatchError::NoInstance { id })
+        }
+        #[cfg(feature = "test-hooks")]
         Method::AdvanceClock { seconds } => {
             let clock = &registry.services().clock;
-            clock.advance(std::time::Duration::from_secs(seconds)).map_err(|e| RpcError::new("bad_request", e))?;
+            clock.advance(std::time::Duration::from_secs(seconds)).map_err(|e| DispatchError::Clock(e.to_string()))?;
             Ok(Value::from(clock.unix_now()))
         }
     };
     value.map(Reply::Value)
 }
 
-fn no_instance(id: u64) -> RpcError {
-    RpcError::new("no_instance", format!("no plugin instance {id}"))
-}
-
-fn no_event(message: String) -> RpcError {
-    RpcError::new("no_event", message)
-}
-
-fn start_instance(registry: &Registry, name: &str, config: &[u8]) -> Result<Value, RpcError> {
-    let spec =
-        registry.plugin(name).ok_or_else(|| RpcError::new("unknown_plugin", format!("no plugin named {name}")))?;
+fn start_instance(registry: &Registry, name: &str, config: &[u8]) -> Result<Value, DispatchError> {
+    let spec = registry.plugin(name).ok_or_else(|| DispatchError::UnknownPlugin { name: name.to_owned() })?;
     let plugin = (spec.start)(config, registry.services()).map_err(|e| {
         tracing::warn!(plugin = name, "rejected config: {e}");
-        RpcError::new("bad_config", format!("{name}: invalid config: {e}"))
+        DispatchError::BadConfig { plugin: name.to_owned(), reason: e.to_string() }
     })?;
     // Kept for status calls only; the plugin parsed its own copy. Secrets are blanked.
     let mut shown: serde_json::Value = serde_json::from_slice(config).unwrap_or_default();

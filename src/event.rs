@@ -26,6 +26,10 @@ use std::sync::Arc;
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
+// Parking is timed on tokio's clock (the same instant type in production), so tests with
+// paused time can age parked events without sleeping.
+use tokio::time::Instant as ParkClock;
+
 use futures::FutureExt;
 
 use crate::instance::Instance;
@@ -44,7 +48,7 @@ type EventFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
 pub struct ParkedEvent {
     future: EventFuture,
     mailbox: SharedMailbox,
-    since: Instant,
+    since: ParkClock,
 }
 
 impl ParkedEvent {
@@ -63,10 +67,17 @@ pub async fn start(registry: &Registry, instance: Arc<Instance>, phase: Phase) -
     advance(registry, event_id, future, mailbox).await
 }
 
+/// Why a Step cannot be delivered.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EventError {
+    /// Never started, already ended (`"ret"`, exit) or reaped: Kong gives up on the request.
+    #[error("no running event {event_id}")]
+    NotRunning { event_id: u64 },
+}
+
 /// Hands Kong's answer to the parked event and runs it up to its next PDK call.
-pub async fn step(registry: &Registry, event_id: u64, reply: StepReply) -> Result<StepResult, String> {
-    let ParkedEvent { future, mailbox, .. } =
-        registry.unpark(event_id).ok_or_else(|| format!("no running event {event_id}"))?;
+pub async fn step(registry: &Registry, event_id: u64, reply: StepReply) -> Result<StepResult, EventError> {
+    let ParkedEvent { future, mailbox, .. } = registry.unpark(event_id).ok_or(EventError::NotRunning { event_id })?;
     mailbox.lock().put_reply(reply);
     Ok(advance(registry, event_id, future, mailbox).await)
 }
@@ -84,7 +95,7 @@ async fn advance(registry: &Registry, event_id: u64, mut future: EventFuture, ma
     .await;
     let data = match outgoing {
         Some(Outgoing::Call { method, args }) if !finished => {
-            registry.park(event_id, ParkedEvent { future, mailbox, since: Instant::now() });
+            registry.park(event_id, ParkedEvent { future, mailbox, since: ParkClock::now() });
             StepData::Call { method, args }
         }
         // A call the handler gave up on before returning (a dropped future): nobody awaits

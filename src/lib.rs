@@ -57,14 +57,16 @@ use std::time::Duration;
 
 use anyhow::Context;
 use config::Settings;
-use plugins::{PluginSpec, PLUGINS, TEST_PLUGINS};
+use plugins::{PluginSpec, PLUGINS};
 
-/// The plugins this process serves: the product's, plus the test-only ones when
-/// `GHASI_TEST_PLUGINS=1`.
+/// The plugins this process serves: the product's, plus (in a build with the `test-hooks`
+/// feature) the test-only ones when `GHASI_TEST_PLUGINS=1`.
 pub fn served_plugins() -> Vec<&'static PluginSpec> {
+    #[allow(unused_mut)]
     let mut specs: Vec<&'static PluginSpec> = PLUGINS.to_vec();
+    #[cfg(feature = "test-hooks")]
     if std::env::var("GHASI_TEST_PLUGINS").as_deref() == Ok("1") {
-        specs.extend_from_slice(TEST_PLUGINS);
+        specs.extend_from_slice(plugins::TEST_PLUGINS);
     }
     specs
 }

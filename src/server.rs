@@ -208,7 +208,12 @@ impl Shard {
     }
 }
 
-async fn serve_connection(mut stream: UnixStream, registry: Registry, limits: Arc<Limits>) {
+/// Serves one accepted connection to its end, counting it in the metrics. Generic over the
+/// transport so the in-process tests drive exactly this path over in-memory pipes.
+pub async fn serve_connection<S>(mut stream: S, registry: Registry, limits: Arc<Limits>)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
     let m = metrics::global();
     m.connections_open.inc();
     let result = connection::serve(&mut stream, registry, &limits).await;
@@ -220,7 +225,9 @@ async fn serve_connection(mut stream: UnixStream, registry: Registry, limits: Ar
     drop(stream);
 }
 
-async fn reap_forever(registry: Registry) {
+/// Ends parked events Kong abandoned, checking a few times per event timeout. Runs on the
+/// tokio clock, so a test with paused time can make hours pass at once.
+pub async fn reap_forever(registry: Registry) {
     let period = (registry.event_timeout() / 4).clamp(Duration::from_millis(100), Duration::from_secs(10));
     let mut tick = tokio::time::interval(period);
     loop {

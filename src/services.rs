@@ -78,6 +78,7 @@ impl Services {
 
     /// Services with an adjustable clock and the default capacities: what a unit test
     /// isolates itself with.
+    #[cfg(any(test, feature = "test-hooks"))]
     pub fn for_tests() -> Arc<Services> {
         Services::new(Clock::adjustable(), DEFAULT_POSITIVE_CAPACITY)
     }

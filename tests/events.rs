@@ -1,6 +1,8 @@
 //! The event engine through the real socket, RPC by RPC: PDK calls leave as HandleEvent/Step
-//! results, Steps of one event may arrive on any connection, exit is terminal, failures fail
-//! closed, abandoned events are reaped.
+//! results, Steps of one event may arrive on any connection (and shard), failures fail
+//! closed and are logged, abandoned events are reaped, ids survive no restart. Step aliases,
+//! exit, phases, closed instances and reaping on a paused clock run in process:
+//! `tests/in_process.rs`.
 
 mod common;
 
@@ -59,52 +61,6 @@ fn steps_of_one_event_travel_on_different_connections() {
     assert_eq!(err.as_str(), Some(format!("no running event {eid}").as_str()));
 }
 
-#[test]
-fn every_step_alias_and_absent_data_are_accepted() {
-    let server = Server::start();
-    let mut conn = Conn::open(server.socket());
-    let calls: Vec<_> = (0..7).map(|i| json!({"call": "kong.log.debug", "args": [i]})).collect();
-    let id = start_script(&mut conn, 1, json!(calls));
-    let mut r = handle_event(&mut conn, 2, id, "access").1;
-    let aliases = [
-        "plugin.Step",
-        "plugin.StepMultiMap",
-        "plugin.StepCredential",
-        "plugin.StepConsumer",
-        "plugin.StepRoute",
-        "plugin.StepService",
-        "plugin.StepMemoryStats",
-    ];
-    for (i, alias) in aliases.iter().enumerate() {
-        assert_eq!(method(&r), "kong.log.debug");
-        let eid = event_id(&r);
-        r = conn.ok(10 + i as u64, alias, map(&[("EventId", eid.into()), ("Data", Value::Map(vec![]))]));
-    }
-    assert_eq!(data(&r).as_str(), Some("ret"));
-}
-
-#[test]
-fn exit_is_terminal_and_kong_never_answers_it() {
-    let server = Server::start();
-    let mut conn = Conn::open(server.socket());
-    let id = start_script(
-        &mut conn,
-        1,
-        json!([{"exit": 403, "body": "no"}, {"call": "kong.log.err", "args": ["unreachable"]}]),
-    );
-    let (err, r) = handle_event(&mut conn, 2, id, "access");
-    assert!(err.is_nil());
-    assert_eq!(method(&r), "kong.response.exit");
-    assert_eq!(args(&r)[0].as_u64(), Some(403));
-    assert_eq!(args(&r)[1].as_str(), Some("no"));
-    let eid = event_id(&r);
-    // The event is gone at once: nothing is parked waiting for an answer Kong never sends.
-    let status = conn.ok(3, "plugin.GetStatus", Value::Nil);
-    assert_eq!(get(&status, "ParkedEvents").and_then(Value::as_u64), Some(0));
-    let (err, _) = conn.call(4, "plugin.Step", map(&[("EventId", eid.into())]));
-    assert!(err.as_str().unwrap().contains("no running event"));
-}
-
 fn assert_fail_closed(r: &Value) {
     assert_eq!(method(r), "kong.response.exit");
     assert_eq!(args(r)[0].as_u64(), Some(500));
@@ -142,37 +98,6 @@ fn step_error_from_kong_2_8_reaches_the_plugin() {
     // The script does not handle PDK errors: it fails, and the server fails closed.
     assert_fail_closed(&r);
     assert!(server.logs().contains("header too long"));
-}
-
-#[test]
-fn undeclared_phase_is_an_error_and_log_phase_runs() {
-    let server = Server::start();
-    let mut conn = Conn::open(server.socket());
-    let config = json!({"auth_service_url": "http://127.0.0.1:1"});
-    let res = conn.ok(
-        1,
-        "plugin.StartInstance",
-        map(&[("Name", "ghasi-api-key-lookup".into()), ("Config", config.to_string().into())]),
-    );
-    let key_id = get(&res, "Id").and_then(Value::as_u64).unwrap();
-    let (err, _) = handle_event(&mut conn, 2, key_id, "log");
-    assert_eq!(err.as_str(), Some("plugin ghasi-api-key-lookup does not handle phase log"));
-
-    let id = start_script(&mut conn, 3, json!([]));
-    let (err, r) = handle_event(&mut conn, 4, id, "log");
-    assert!(err.is_nil());
-    assert_eq!(data(&r).as_str(), Some("ret"));
-}
-
-#[test]
-fn closed_instance_is_gone() {
-    let server = Server::start();
-    let mut conn = Conn::open(server.socket());
-    let id = start_script(&mut conn, 1, json!([]));
-    let closed = conn.ok(2, "plugin.CloseInstance", id.into());
-    assert_eq!(get(&closed, "Id").and_then(Value::as_u64), Some(id));
-    let (err, _) = handle_event(&mut conn, 3, id, "access");
-    assert_eq!(err.as_str(), Some(format!("no plugin instance {id}").as_str()));
 }
 
 #[test]

@@ -1,5 +1,7 @@
-//! Bad input breaks nothing: each malformed or unexpected message gets an error reply or a
-//! closed connection, and the server keeps serving every other connection.
+//! Bad input breaks nothing, through the real binary: a malformed or oversized frame closes
+//! its connection only, unknown instances and bad configs get Kong's error texts, secrets
+//! are never echoed. The finer protocol cases (each envelope error, split and truncated
+//! frames, the reason a connection was closed) run in process: `tests/in_process.rs`.
 
 mod common;
 
@@ -22,63 +24,12 @@ fn every_connection_starts_with_the_server_pid() {
 }
 
 #[test]
-fn unknown_method_gets_an_error_reply_and_the_connection_stays_usable() {
-    let server = Server::start();
-    let mut conn = Conn::open(server.socket());
-    let (err, res) = conn.call(7, "plugin.Frobnicate", Value::Nil);
-    assert_eq!(err.as_str(), Some("method plugin.Frobnicate is not supported"));
-    assert!(res.is_nil());
-    conn.ok(8, "plugin.GetStatus", Value::Nil);
-}
-
-#[test]
-fn wrong_envelope_with_a_readable_msgid_gets_an_error_reply() {
-    let server = Server::start();
-    let mut conn = Conn::open(server.socket());
-    // A response-typed message sent to the server.
-    conn.send(&Value::Array(vec![1.into(), 42.into(), Value::Nil, Value::Nil]));
-    let resp = conn.read_value().expect("error reply");
-    let arr = resp.as_array().unwrap();
-    assert_eq!((arr[0].as_u64(), arr[1].as_u64()), (Some(1), Some(42)));
-    assert!(arr[2].as_str().unwrap().contains("type 0"), "{resp:?}");
-    // A 3-element request.
-    conn.send(&Value::Array(vec![0.into(), 43.into(), "plugin.GetStatus".into()]));
-    let resp = conn.read_value().expect("error reply");
-    assert!(resp[2].as_str().unwrap().contains("4-element"), "{resp:?}");
-    conn.ok(44, "plugin.GetStatus", Value::Nil);
-}
-
-#[test]
-fn envelope_without_a_msgid_closes_only_that_connection() {
-    let server = Server::start();
-    let mut bystander = Conn::open(server.socket());
-    let mut conn = Conn::open(server.socket());
-    conn.send(&Value::from("just a string"));
-    assert!(conn.is_closed());
-    bystander.ok(1, "plugin.GetStatus", Value::Nil);
-    assert_still_serving(&server);
-}
-
-#[test]
 fn malformed_msgpack_closes_only_that_connection() {
     let server = Server::start();
     let mut bystander = Conn::open(server.socket());
     let mut conn = Conn::open(server.socket());
     conn.send_raw(&[0x94, 0x00, 0x01, 0xc1, 0xc1]); // 0xc1 is never valid
     assert!(conn.is_closed());
-    bystander.ok(1, "plugin.GetStatus", Value::Nil);
-    assert_still_serving(&server);
-}
-
-#[test]
-fn truncated_frame_then_disconnect_leaves_the_server_serving() {
-    let server = Server::start();
-    let mut bystander = Conn::open(server.socket());
-    {
-        let mut conn = Conn::open(server.socket());
-        // The first 6 bytes of a GetStatus request, then the client goes away.
-        conn.send_raw(&[0x94, 0x00, 0x01, 0xb0, b'p', b'l']);
-    }
     bystander.ok(1, "plugin.GetStatus", Value::Nil);
     assert_still_serving(&server);
 }
@@ -94,21 +45,6 @@ fn oversized_frame_closes_the_connection_without_buffering_it() {
     conn.send_raw(&[0x94, 0x00, 0x01, 0xdb, 0x40, 0x00, 0x00, 0x00]);
     assert!(conn.is_closed());
     assert_still_serving(&server);
-}
-
-#[test]
-fn frame_split_across_writes_is_reassembled() {
-    let server = Server::start();
-    let mut conn = Conn::open(server.socket());
-    let mut bytes = Vec::new();
-    let req = Value::Array(vec![0.into(), 5.into(), "plugin.GetStatus".into(), Value::Array(vec![])]);
-    rmpv::encode::write_value(&mut bytes, &req).unwrap();
-    for b in &bytes {
-        conn.send_raw(&[*b]);
-    }
-    let resp = conn.read_value().unwrap();
-    assert_eq!(resp[1].as_u64(), Some(5));
-    assert!(resp[2].is_nil());
 }
 
 #[test]

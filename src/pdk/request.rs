@@ -22,9 +22,6 @@ impl Headers {
     pub fn contains(&self, name: &str) -> bool {
         self.0.contains_key(name)
     }
-    pub fn names(&self) -> impl Iterator<Item = &str> {
-        self.0.keys().map(String::as_str)
-    }
 
     fn from_multimap(method: &'static str, data: Option<Value>) -> Result<Headers, PdkError> {
         let entries = match data {
@@ -60,32 +57,15 @@ impl Request<'_> {
         Headers::from_multimap("kong.request.get_headers", v)
     }
 
-    /// `kong.request.get_query_arg(name)`: `Some(b"")` for `?a` or `?a=`.
-    pub async fn get_query_arg(&mut self, name: &str) -> Result<Option<Vec<u8>>, PdkError> {
-        let v = self.0.call("kong.request.get_query_arg", vec![Value::from(name)]).await?;
-        match v {
-            Some(Value::Boolean(true)) => Ok(Some(Vec::new())),
-            other => string_or_nil("kong.request.get_query_arg", other),
-        }
-    }
-
     /// `kong.request.get_raw_query()`: the query string as the client sent it (`""` if none).
     /// Bytes, not text: nginx passes raw non-UTF-8 bytes of a URL on as they are.
     pub async fn get_raw_query(&mut self) -> Result<Vec<u8>, PdkError> {
         let v = self.0.call("kong.request.get_raw_query", vec![]).await?;
         Ok(string_or_nil("kong.request.get_raw_query", v)?.unwrap_or_default())
     }
-
-    /// `kong.request.get_method()`.
-    pub async fn get_method(&mut self) -> Result<String, PdkError> {
-        let v = self.0.call("kong.request.get_method", vec![]).await?;
-        Ok(string_or_nil("kong.request.get_method", v)?
-            .map(|b| String::from_utf8_lossy(&b).into_owned())
-            .unwrap_or_default())
-    }
 }
 
-pub(crate) fn string_or_nil(method: &'static str, v: Option<Value>) -> Result<Option<Vec<u8>>, PdkError> {
+fn string_or_nil(method: &'static str, v: Option<Value>) -> Result<Option<Vec<u8>>, PdkError> {
     match v {
         None => Ok(None),
         Some(v) => {

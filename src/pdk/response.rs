@@ -1,4 +1,4 @@
-//! `kong.response.*`: answering the client directly. `exit` and `error` end the event.
+//! `kong.response.*`: answering the client directly. `exit` ends the event.
 
 use rmpv::Value;
 
@@ -13,11 +13,6 @@ impl Response<'_> {
         let headers = Value::Map(headers.iter().map(|(k, v)| (Value::from(*k), Value::from(*v))).collect());
         let args = vec![Value::from(status), Value::String(body_string(body)), headers];
         self.0.terminal("kong.response.exit", args).await
-    }
-
-    /// `kong.response.error(status, message)`: Kong's own error page. Terminal.
-    pub async fn error(&mut self, status: u16, message: &str) -> Result<(), PdkError> {
-        self.0.terminal("kong.response.error", vec![Value::from(status), Value::from(message)]).await
     }
 }
 

@@ -9,39 +9,49 @@ pub struct ServiceRequest<'a>(pub(super) &'a mut Pdk);
 /// A batch of header changes applied with one `kong.service.request.set_headers` round trip.
 /// Removing is setting an empty array (`ngx.req.set_header(name, {})`), which works on Kong
 /// 3.4 and 3.9 alike (docs/protocol.md#pdk-calls), so one call both writes and deletes.
-#[derive(Debug, Default, Clone)]
-pub struct HeaderChanges(Vec<(Value, Value)>);
+/// Names are compared case-insensitively: the last change to a header wins.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct HeaderChanges(Vec<(String, Option<String>)>);
 
 impl HeaderChanges {
     pub fn new() -> Self {
         Self::default()
     }
     pub fn set(&mut self, name: &str, value: &str) -> &mut Self {
-        self.put(name, Value::from(value))
+        self.put(name, Some(value.to_owned()))
     }
     pub fn remove(&mut self, name: &str) -> &mut Self {
-        self.put(name, Value::Array(Vec::new()))
+        self.put(name, None)
     }
-    fn put(&mut self, name: &str, value: Value) -> &mut Self {
-        match self.0.iter_mut().find(|(k, _)| k.as_str().is_some_and(|k| k.eq_ignore_ascii_case(name))) {
+    fn put(&mut self, name: &str, value: Option<String>) -> &mut Self {
+        match self.0.iter_mut().find(|(k, _)| k.eq_ignore_ascii_case(name)) {
             Some(entry) => entry.1 = value,
-            None => self.0.push((Value::from(name), value)),
+            None => self.0.push((name.to_owned(), value)),
         }
         self
     }
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
-    /// Names and values, for tests and logs (values are identity data, never secrets).
-    pub fn entries(&self) -> &[(Value, Value)] {
-        &self.0
+    /// Names (as first given) with their new value, `None` for a removal. For tests and logs
+    /// (values are identity data, never secrets).
+    pub fn entries(&self) -> impl Iterator<Item = (&str, Option<&str>)> {
+        self.0.iter().map(|(name, value)| (name.as_str(), value.as_deref()))
+    }
+
+    /// The argument of `set_headers`: `{name: value}`, `{name: {}}` to remove.
+    fn into_value(self) -> Value {
+        let entry = |(name, value): (String, Option<String>)| {
+            (Value::from(name), value.map_or_else(|| Value::Array(Vec::new()), Value::from))
+        };
+        Value::Map(self.0.into_iter().map(entry).collect())
     }
 }
 
 impl ServiceRequest<'_> {
     /// `kong.service.request.set_headers(map)`: one round trip for any number of changes.
-    pub async fn set_headers(&mut self, changes: &HeaderChanges) -> Result<(), PdkError> {
-        self.0.call("kong.service.request.set_headers", vec![Value::Map(changes.0.clone())]).await?;
+    pub async fn set_headers(&mut self, changes: HeaderChanges) -> Result<(), PdkError> {
+        self.0.call("kong.service.request.set_headers", vec![changes.into_value()]).await?;
         Ok(())
     }
 
@@ -54,18 +64,6 @@ impl ServiceRequest<'_> {
             Err(_) => Value::from(query),
         };
         self.0.call("kong.service.request.set_raw_query", vec![query]).await?;
-        Ok(())
-    }
-
-    /// `kong.service.request.set_header(name, value)`.
-    pub async fn set_header(&mut self, name: &str, value: &str) -> Result<(), PdkError> {
-        self.0.call("kong.service.request.set_header", vec![Value::from(name), Value::from(value)]).await?;
-        Ok(())
-    }
-
-    /// `kong.service.request.clear_header(name)`.
-    pub async fn clear_header(&mut self, name: &str) -> Result<(), PdkError> {
-        self.0.call("kong.service.request.clear_header", vec![Value::from(name)]).await?;
         Ok(())
     }
 }

@@ -9,8 +9,7 @@
 
 use std::sync::Arc;
 
-use rmpv::Value;
-
+use crate::pdk::client::Consumer;
 use crate::pdk::request::Headers;
 use crate::pdk::service::HeaderChanges;
 use crate::pdk::{Pdk, PdkError};
@@ -175,17 +174,13 @@ pub async fn admit_with(
     changes: HeaderChanges,
 ) -> Result<(), PdkError> {
     pdk.record_outcome("ok");
-    pdk.service_request().set_headers(&changes).await?;
-    let groups = Value::Array(identity.groups.iter().map(|g| Value::from(g.as_str())).collect());
-    pdk.ctx_shared().set("authenticated_groups", groups).await?;
+    pdk.service_request().set_headers(changes).await?;
+    pdk.ctx_shared().set_strings(AUTHENTICATED_GROUPS, &identity.groups).await?;
     if admission.set_kong_consumer {
         // A virtual consumer and no credential: on Kong 3.4–3.7 acl honours authenticated
         // groups only for a consumer without a credential (docs/design.md#identity-contract).
-        let consumer = Value::Map(vec![
-            (Value::from("id"), Value::from(identity.account_id.as_str())),
-            (Value::from("username"), Value::from(identity.consumer_username.as_str())),
-        ]);
-        pdk.client().authenticate(Some(consumer), None).await?;
+        let consumer = Consumer { id: &identity.account_id, username: &identity.consumer_username };
+        pdk.client().authenticate(&consumer).await?;
     }
     Ok(())
 }
@@ -198,8 +193,7 @@ pub async fn admit_with(
 /// or JWT" route without `X-Account-Id`. Otherwise every reserved header is removed, so no
 /// client-sent identity reaches the upstream. 2 PDK calls (1 when already authenticated).
 pub async fn pass_anonymous(pdk: &mut Pdk, reserved: &Reserved) -> Result<(), PdkError> {
-    let prior = pdk.ctx_shared().get("authenticated_groups").await?;
-    if prior.is_some_and(|groups| groups.as_array().is_some_and(|g| !g.is_empty())) {
+    if already_authenticated(pdk).await? {
         pdk.record_outcome("already_authenticated");
         return Ok(());
     }
@@ -209,12 +203,88 @@ pub async fn pass_anonymous(pdk: &mut Pdk, reserved: &Reserved) -> Result<(), Pd
 /// Lets an anonymous request through with every reserved header removed: 1 PDK call.
 pub async fn strip_reserved(pdk: &mut Pdk, reserved: &Reserved) -> Result<(), PdkError> {
     pdk.record_outcome("anonymous");
-    pdk.service_request().set_headers(&reserved.removals()).await
+    pdk.service_request().set_headers(reserved.removals()).await
+}
+
+/// The `kong.ctx.shared` key the acl plugin reads the request's groups from.
+pub const AUTHENTICATED_GROUPS: &str = "authenticated_groups";
+
+/// Whether a plugin that ran earlier authenticated the request: it published a non-empty
+/// [`AUTHENTICATED_GROUPS`] list. 1 PDK call.
+pub async fn already_authenticated(pdk: &mut Pdk) -> Result<bool, PdkError> {
+    let groups = pdk.ctx_shared().get_strings(AUTHENTICATED_GROUPS).await?;
+    Ok(groups.is_some_and(|g| !g.is_empty()))
 }
 
 #[cfg(test)]
 mod tests {
+    use serde_json::json;
+
     use super::*;
+    use crate::pdk::testing::drive_json;
+
+    fn alice() -> Identity {
+        Identity {
+            account_id: "acc_1".into(),
+            user_id: Some("usr_1".into()),
+            consumer_username: "alice".into(),
+            credential_identifier: None,
+            groups: vec!["ghasi-authenticated".into(), "admin".into()],
+        }
+    }
+
+    #[test]
+    fn admitting_costs_two_calls_and_a_third_for_a_kong_consumer() {
+        for set_kong_consumer in [false, true] {
+            let admission = Admission { set_kong_consumer, hide: vec![], reserved: Reserved::new(&[], &[]).unwrap() };
+            let answers = vec![json!(null); 2 + usize::from(set_kong_consumer)];
+            let (calls, result) = drive_json(answers, move |mut pdk| {
+                Box::pin(async move {
+                    let done = admit(&mut pdk, &alice(), &admission).await;
+                    (done, pdk.notes().0)
+                })
+            });
+            assert!(matches!(result, (Ok(()), Some("ok"))), "{result:?}");
+            let methods: Vec<&str> = calls.iter().map(|(m, _)| m.as_str()).collect();
+            let mut expected = vec!["kong.service.request.set_headers", "kong.ctx.shared.set"];
+            if set_kong_consumer {
+                expected.push("kong.client.authenticate");
+                assert_eq!(calls[2].1, json!([{"id": "acc_1", "username": "alice"}]), "a consumer, no credential");
+            }
+            assert_eq!(methods, expected);
+            assert_eq!(calls[0].1[0]["X-Account-Id"], "acc_1");
+            assert_eq!(calls[0].1[0]["X-Credential-Identifier"], json!([]), "removed: the client may have sent one");
+            assert_eq!(calls[1].1, json!(["authenticated_groups", ["ghasi-authenticated", "admin"]]));
+        }
+    }
+
+    #[test]
+    fn passing_anonymously_keeps_an_earlier_plugins_identity_only() {
+        let reserved = Reserved::new(&[], &[]).unwrap();
+        for (published, expected_calls, outcome) in [
+            (json!(["ghasi-authenticated"]), 1, "already_authenticated"),
+            (json!([]), 2, "anonymous"),
+            (json!(null), 2, "anonymous"),
+        ] {
+            let mut answers = vec![published.clone()];
+            answers.resize(expected_calls, json!(null));
+            let reserved = reserved.clone();
+            let (calls, result) = drive_json(answers, move |mut pdk| {
+                Box::pin(async move {
+                    let done = pass_anonymous(&mut pdk, &reserved).await;
+                    (done, pdk.notes().0)
+                })
+            });
+            assert!(matches!(result, (Ok(()), Some(o)) if o == outcome), "{published}: {result:?}");
+            assert_eq!(calls[0], ("kong.ctx.shared.get".to_owned(), json!(["authenticated_groups"])));
+            if expected_calls == 2 {
+                let removed = calls[1].1[0].as_object().unwrap();
+                assert_eq!(calls[1].0, "kong.service.request.set_headers");
+                assert_eq!(removed.len(), RESERVED_HEADERS.len(), "every reserved header is removed");
+                assert!(removed.values().all(|v| *v == json!([])));
+            }
+        }
+    }
 
     #[test]
     fn success_batch_sets_identity_and_removes_the_rest() {
@@ -227,18 +297,19 @@ mod tests {
         };
         let reserved = Reserved::new(&["X-Tenant".into()], &["x-api-key"]).unwrap();
         let changes = id.header_changes(&reserved, &["x-api-key".into()]);
-        let entries: Vec<(String, Value)> =
-            changes.entries().iter().map(|(k, v)| (k.as_str().unwrap().to_ascii_lowercase(), v.clone())).collect();
-        let get = |n: &str| entries.iter().find(|(k, _)| k == n).map(|(_, v)| v.clone());
-        assert_eq!(get("x-account-id"), Some(Value::from("acc")));
-        assert_eq!(get("x-user-id"), Some(Value::Array(vec![])), "absent user id removes a spoofed one");
-        assert_eq!(get("x-credential-identifier"), Some(Value::from("key-1")));
-        assert_eq!(get("x-api-key"), Some(Value::Array(vec![])));
+        let entries: Vec<(String, Option<&str>)> =
+            changes.entries().map(|(k, v)| (k.to_ascii_lowercase(), v)).collect();
+        // `Some(Some(value))` is set, `Some(None)` removed, `None` untouched.
+        let get = |n: &str| entries.iter().find(|(k, _)| k == n).map(|(_, v)| *v);
+        assert_eq!(get("x-account-id"), Some(Some("acc")));
+        assert_eq!(get("x-user-id"), Some(None), "absent user id removes a spoofed one");
+        assert_eq!(get("x-credential-identifier"), Some(Some("key-1")));
+        assert_eq!(get("x-api-key"), Some(None));
         for name in RESERVED_HEADERS.iter().chain(&["x-tenant"]) {
             assert!(get(name).is_some(), "{name} must be written or removed");
         }
-        assert_eq!(get("x-consumer-id"), Some(Value::Array(vec![])), "Kong's consumer headers are removed");
-        assert_eq!(get("x-consumer-username"), Some(Value::from("acc")), "ours is set, not removed");
+        assert_eq!(get("x-consumer-id"), Some(None), "Kong's consumer headers are removed");
+        assert_eq!(get("x-consumer-username"), Some(Some("acc")), "ours is set, not removed");
     }
 
     #[test]

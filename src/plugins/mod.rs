@@ -10,6 +10,7 @@ pub mod jwt;
 pub mod lru;
 pub mod outcome;
 pub mod schema;
+#[cfg(feature = "test-hooks")]
 pub mod script;
 pub mod start_error;
 
@@ -73,7 +74,9 @@ impl PluginSpec {
 /// The product's plugins, in the order `--dump` lists them.
 pub static PLUGINS: &[&PluginSpec] = &[&jwt::SPEC, &api_key::SPEC];
 
-/// Test-only plugins, served only when `GHASI_TEST_PLUGINS=1` (see [`script`]).
+/// Test-only plugins (feature `test-hooks`), served only when `GHASI_TEST_PLUGINS=1` (see
+/// [`script`]).
+#[cfg(feature = "test-hooks")]
 pub static TEST_PLUGINS: &[&PluginSpec] = &[&script::SPEC];
 
 /// A started instance's plugin logic (shared by every event of the instance).
@@ -81,6 +84,7 @@ pub static TEST_PLUGINS: &[&PluginSpec] = &[&script::SPEC];
 pub enum Plugin {
     ApiKey(Arc<api_key::ApiKeyLookup>),
     Jwt(Arc<jwt::Jwt>),
+    #[cfg(feature = "test-hooks")]
     Script(Arc<script::Script>),
 }
 
@@ -90,6 +94,7 @@ impl Plugin {
         match (self, phase) {
             (Plugin::ApiKey(p), Phase::Access) => p.access(pdk).await,
             (Plugin::Jwt(p), Phase::Access) => p.access(pdk).await,
+            #[cfg(feature = "test-hooks")]
             (Plugin::Script(p), phase) => p.run(phase, pdk).await,
             (_, Phase::Log) => Ok(()),
         }

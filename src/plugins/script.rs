@@ -1,8 +1,9 @@
 //! `ghasi-test-script`: a test-only plugin that performs the PDK calls its config lists.
 //!
 //! The core's tests drive the real binary, so the plugin they need must live in it; this
-//! one is served only when the environment has `GHASI_TEST_PLUGINS=1` and never appears in
-//! a production `--dump`. It also serves as the benchmark's no-op floor: the same PDK calls
+//! one exists only in builds with the `test-hooks` feature (test builds and the benchmark's
+//! server, never a release), and is served only when the environment has
+//! `GHASI_TEST_PLUGINS=1`. It also serves as the benchmark's no-op floor: the same PDK calls
 //! as a real plugin with none of the plugin work.
 //!
 //! Config: `{"steps": [step, …]}` where a step is one of
@@ -19,7 +20,6 @@ use serde::Deserialize;
 use super::{Phase, Plugin, PluginSpec};
 use crate::pdk::service::HeaderChanges;
 use crate::pdk::Pdk;
-use crate::rpc::value::from_json;
 
 pub static SPEC: PluginSpec = PluginSpec {
     name: "ghasi-test-script",
@@ -89,7 +89,7 @@ impl Script {
         for step in steps {
             match step {
                 Step::Call { call, args } => {
-                    pdk.call(call.clone(), args.iter().map(from_json).collect()).await.context("script call")?;
+                    pdk.call_json(call, args).await.context("script call")?;
                 }
                 Step::Read { read: name } => {
                     read = pdk.request().get_header(name).await?.map(|b| String::from_utf8_lossy(&b).into_owned());
@@ -103,7 +103,7 @@ impl Script {
                             None => changes.remove(name),
                         };
                     }
-                    pdk.service_request().set_headers(&changes).await?;
+                    pdk.service_request().set_headers(changes).await?;
                 }
                 Step::Exit { exit, body } => {
                     pdk.response().exit(*exit, body.as_bytes(), &[]).await?;

@@ -8,6 +8,50 @@ use rmpv::Value;
 
 use super::value::{self, as_u64};
 
+/// Why a well-formed request names no method we serve, or lacks what its method needs.
+/// The texts go back to Kong verbatim; they name the method as Kong spelled it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MethodError {
+    #[error("method {method} is not supported")]
+    Unsupported { method: String },
+    #[error("{method}: missing {expected} field {field}")]
+    MissingField { method: String, field: &'static str, expected: FieldType },
+    #[error("{method}: the parameter must be {expected}")]
+    BadParameter { method: String, expected: Parameter },
+}
+
+/// The type a parameter-map field must have.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FieldType {
+    String,
+    Integer,
+}
+
+impl std::fmt::Display for FieldType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            FieldType::String => "string",
+            FieldType::Integer => "integer",
+        })
+    }
+}
+
+/// What a method with a single scalar parameter expects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Parameter {
+    InstanceId,
+    PluginName,
+}
+
+impl std::fmt::Display for Parameter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Parameter::InstanceId => "an instance id",
+            Parameter::PluginName => "a plugin name",
+        })
+    }
+}
+
 #[derive(Debug)]
 pub enum Method {
     StartInstance {
@@ -39,7 +83,9 @@ pub enum Method {
     InstanceStatus {
         id: u64,
     },
-    /// Test-only: move the process clock forward (refused unless `GHASI_TEST_CLOCK=1`).
+    /// Test builds only (feature `test-hooks`): move the process clock forward (refused
+    /// unless `GHASI_TEST_CLOCK=1`). Without the feature the method does not exist.
+    #[cfg(feature = "test-hooks")]
     AdvanceClock {
         seconds: u64,
     },
@@ -57,33 +103,35 @@ impl Method {
             Method::GetPluginInfo { .. } => "plugin.GetPluginInfo",
             Method::GetStatus => "plugin.GetStatus",
             Method::InstanceStatus { .. } => "plugin.InstanceStatus",
+            #[cfg(feature = "test-hooks")]
             Method::AdvanceClock { .. } => "plugin.GhasiTestAdvanceClock",
         }
     }
 
-    /// Parses `method` with its single parameter; the error text goes back to Kong verbatim.
-    pub fn parse(method: &str, mut param: Value) -> Result<Method, String> {
-        let bad = |what: &str| format!("{method}: {what}");
-        let string_field = |param: &Value, key: &str| -> Result<String, String> {
-            value::get(param, key)
+    /// Parses `method` with its single parameter.
+    pub fn parse(method: &str, mut param: Value) -> Result<Method, MethodError> {
+        let missing = |field, expected| MethodError::MissingField { method: method.to_owned(), field, expected };
+        let string_field = |param: &Value, field: &'static str| -> Result<String, MethodError> {
+            value::get(param, field)
                 .and_then(value::bytes)
                 .map(|b| String::from_utf8_lossy(b).into_owned())
-                .ok_or_else(|| bad(&format!("missing string field {key}")))
+                .ok_or_else(|| missing(field, FieldType::String))
         };
-        let id_field = |param: &Value, key: &str| -> Result<u64, String> {
-            value::get(param, key).and_then(as_u64).ok_or_else(|| bad(&format!("missing integer field {key}")))
+        let id_field = |param: &Value, field: &'static str| -> Result<u64, MethodError> {
+            value::get(param, field).and_then(as_u64).ok_or_else(|| missing(field, FieldType::Integer))
         };
+        let bad_param = |expected| MethodError::BadParameter { method: method.to_owned(), expected };
         Ok(match method {
             "plugin.StartInstance" => {
                 let name = string_field(&param, "Name")?;
                 let config = value::get(&param, "Config")
                     .and_then(value::bytes)
                     .map(<[u8]>::to_vec)
-                    .ok_or_else(|| bad("missing string field Config"))?;
+                    .ok_or_else(|| missing("Config", FieldType::String))?;
                 Method::StartInstance { name, config }
             }
             "plugin.CloseInstance" => {
-                Method::CloseInstance { id: as_u64(&param).ok_or_else(|| bad("the parameter must be an instance id"))? }
+                Method::CloseInstance { id: as_u64(&param).ok_or_else(|| bad_param(Parameter::InstanceId))? }
             }
             "plugin.HandleEvent" => Method::HandleEvent {
                 instance_id: value::get(&param, "InstanceId").and_then(as_u64),
@@ -103,14 +151,15 @@ impl Method {
             "plugin.GetPluginInfo" => Method::GetPluginInfo {
                 name: value::bytes(&param)
                     .map(|b| String::from_utf8_lossy(b).into_owned())
-                    .ok_or_else(|| bad("the parameter must be a plugin name"))?,
+                    .ok_or_else(|| bad_param(Parameter::PluginName))?,
             },
             "plugin.GetStatus" => Method::GetStatus,
-            "plugin.InstanceStatus" => Method::InstanceStatus {
-                id: as_u64(&param).ok_or_else(|| bad("the parameter must be an instance id"))?,
-            },
+            "plugin.InstanceStatus" => {
+                Method::InstanceStatus { id: as_u64(&param).ok_or_else(|| bad_param(Parameter::InstanceId))? }
+            }
+            #[cfg(feature = "test-hooks")]
             "plugin.GhasiTestAdvanceClock" => Method::AdvanceClock { seconds: id_field(&param, "Seconds")? },
-            other => return Err(format!("method {other} is not supported")),
+            other => return Err(MethodError::Unsupported { method: other.to_owned() }),
         })
     }
 }

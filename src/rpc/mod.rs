@@ -5,6 +5,7 @@
 //! not a request is a [`ProtocolError`]: answered with an error when its msgid can be read,
 //! otherwise the connection is closed.
 
+pub mod error;
 pub mod method;
 pub mod value;
 
@@ -12,7 +13,8 @@ use std::borrow::Cow;
 
 use rmpv::Value;
 
-pub use method::Method;
+pub use error::RpcError;
+pub use method::{Method, MethodError};
 
 /// A request as it came off the wire, before its method is interpreted.
 #[derive(Debug)]
@@ -27,38 +29,59 @@ pub struct Request {
 /// An envelope we cannot serve. `msgid` is known when the envelope was a 4-array whose second
 /// element is an integer, in which case the peer gets an error response.
 #[derive(Debug, thiserror::Error)]
-#[error("{reason}")]
+#[error("{error}")]
 pub struct ProtocolError {
     pub msgid: Option<u64>,
-    pub reason: String,
+    pub error: EnvelopeError,
+}
+
+/// What is wrong with an envelope. The texts are what Kong (or whoever sent it) reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum EnvelopeError {
+    #[error("RPC message is not an array")]
+    NotAnArray,
+    #[error("RPC request must be a 4-element array")]
+    NotFourElements,
+    #[error("RPC msgid is not an unsigned integer")]
+    BadMsgid,
+    #[error("only RPC requests (type 0) are accepted")]
+    NotARequest,
+    #[error("RPC method is not UTF-8")]
+    MethodNotUtf8,
+    #[error("RPC method is not a string")]
+    MethodNotAString,
+    #[error("RPC params are not an array")]
+    ParamsNotAnArray,
 }
 
 impl Request {
     pub fn from_value(value: Value) -> Result<Self, ProtocolError> {
-        let fail = |msgid, reason: &str| ProtocolError { msgid, reason: reason.to_owned() };
+        let fail = |msgid, error| ProtocolError { msgid, error };
         let Value::Array(items) = value else {
-            return Err(fail(None, "RPC message is not an array"));
+            return Err(fail(None, EnvelopeError::NotAnArray));
         };
         let msgid = items.get(1).and_then(Value::as_u64);
         if items.len() != 4 {
-            return Err(fail(msgid, "RPC request must be a 4-element array"));
+            return Err(fail(msgid, EnvelopeError::NotFourElements));
         }
         let mut items = items.into_iter();
         let kind = items.next().and_then(|v| v.as_u64());
-        let msgid = msgid.ok_or_else(|| fail(None, "RPC msgid is not an unsigned integer"))?;
+        let msgid = msgid.ok_or_else(|| fail(None, EnvelopeError::BadMsgid))?;
         items.next();
         if kind != Some(0) {
-            return Err(fail(Some(msgid), "only RPC requests (type 0) are accepted"));
+            return Err(fail(Some(msgid), EnvelopeError::NotARequest));
         }
         let method = match items.next() {
-            Some(Value::String(s)) => s.into_str().ok_or_else(|| fail(Some(msgid), "RPC method is not UTF-8"))?,
-            Some(Value::Binary(b)) => String::from_utf8(b).map_err(|_| fail(Some(msgid), "RPC method is not UTF-8"))?,
-            _ => return Err(fail(Some(msgid), "RPC method is not a string")),
+            Some(Value::String(s)) => s.into_str().ok_or_else(|| fail(Some(msgid), EnvelopeError::MethodNotUtf8))?,
+            Some(Value::Binary(b)) => {
+                String::from_utf8(b).map_err(|_| fail(Some(msgid), EnvelopeError::MethodNotUtf8))?
+            }
+            _ => return Err(fail(Some(msgid), EnvelopeError::MethodNotAString)),
         };
         let param = match items.next() {
             Some(Value::Array(params)) => params.into_iter().next().unwrap_or(Value::Nil),
             Some(Value::Nil) | None => Value::Nil,
-            Some(_) => return Err(fail(Some(msgid), "RPC params are not an array")),
+            Some(_) => return Err(fail(Some(msgid), EnvelopeError::ParamsNotAnArray)),
         };
         Ok(Request { msgid, method, param })
     }
@@ -138,8 +161,9 @@ pub enum Reply {
 }
 
 /// Writes `[1, msgid, nil, result]` or `[1, msgid, "error text", nil]`. Kong treats any
-/// non-nil error element as failure and calls `:lower()` on it, so errors are always strings.
-pub fn encode_response(msgid: u64, result: &Result<Reply, String>, out: &mut Vec<u8>) {
+/// non-nil error element as failure and calls `:lower()` on it, so errors are always strings:
+/// [`RpcError::wire_text`].
+pub fn encode_response(msgid: u64, result: &Result<Reply, RpcError>, out: &mut Vec<u8>) {
     use rmp::encode as w;
     const INFALLIBLE: &str = "writing MessagePack to a Vec cannot fail";
     w::write_array_len(out, 4).expect(INFALLIBLE);
@@ -147,7 +171,7 @@ pub fn encode_response(msgid: u64, result: &Result<Reply, String>, out: &mut Vec
     w::write_uint(out, msgid).expect(INFALLIBLE);
     match result {
         Err(e) => {
-            w::write_str(out, e).expect(INFALLIBLE);
+            w::write_str(out, &e.wire_text()).expect(INFALLIBLE);
             w::write_nil(out).expect(INFALLIBLE);
         }
         Ok(reply) => {
@@ -247,7 +271,14 @@ mod tests {
         let missing_id = frame("plugin.Step", kv(vec![("Data".into(), "v".into())]));
         assert!(read_common(&missing_id).is_none());
         let request = Request::from_value(crate::codec::decode(&missing_id).unwrap()).unwrap();
-        assert!(Method::parse(&request.method, request.param).unwrap_err().contains("EventId"));
+        assert_eq!(
+            Method::parse(&request.method, request.param).unwrap_err(),
+            MethodError::MissingField {
+                method: "plugin.Step".into(),
+                field: "EventId",
+                expected: method::FieldType::Integer
+            }
+        );
     }
 
     #[test]
@@ -281,7 +312,8 @@ mod tests {
         assert_eq!(crate::codec::decode(&out).unwrap(), expected);
 
         out.clear();
-        encode_response(7, &Err("no plugin instance 3".into()), &mut out);
+        let error = RpcError::from(crate::dispatch::DispatchError::NoInstance { id: 3 });
+        encode_response(7, &Err(error), &mut out);
         assert_eq!(
             crate::codec::decode(&out).unwrap(),
             Value::Array(vec![1.into(), 7.into(), "no plugin instance 3".into(), Value::Nil])

@@ -25,6 +25,8 @@ pub struct Options {
     pub env: Vec<(String, String)>,
 }
 
+/// The binary under test is built with the `test-hooks` feature (the package's self
+/// dev-dependency turns it on for every `cargo test` build); these switches enable the hooks.
 impl Default for Options {
     fn default() -> Self {
         Options {

@@ -45,7 +45,8 @@ use servers::{Kind, Paths, Server};
 #[derive(Debug, Parser)]
 #[command(version)]
 struct Cli {
-    /// Our server binary (a release build).
+    /// Our server binary: a release build; with the test-hooks feature for the emulator
+    /// micro-benchmark (its floor plugin and the revocation scenario's test clock).
     #[arg(long, default_value = "target/release/ghasi-plugin-server")]
     server: PathBuf,
     /// Kong's Python plugin server entry point (PyPI kong-pdk 0.36).
@@ -152,11 +153,7 @@ fn main() -> anyhow::Result<()> {
         js_server: abs(&cli.js_server),
         js_plugins: abs(&cli.js_plugins),
     };
-    anyhow::ensure!(
-        servers::is_executable(&paths.ghasi),
-        "{} not found: build it first (cargo build --release -p ghasi-plugin-server)",
-        paths.ghasi.display()
-    );
+    servers::check_ghasi(&paths.ghasi)?;
     let mut bench = Bench { cli: &cli, paths, rows: Vec::new() };
     let started = std::time::Instant::now();
     bench.run_all()?;

@@ -4,7 +4,7 @@
 //!
 //! | server | command | socket |
 //! |---|---|---|
-//! | ghasi | `ghasi-plugin-server --socket DIR/ghasi.sock` (env `GHASI_TEST_PLUGINS=1` for the floor plugin; the memory scenario adds `--metrics-listen` and `--api-key-cache-entries`) | `DIR/ghasi.sock` |
+//! | ghasi | `ghasi-plugin-server --socket DIR/ghasi.sock` (built with the `test-hooks` feature, env `GHASI_TEST_PLUGINS=1` for the floor plugin; the memory scenario adds `--metrics-listen` and `--api-key-cache-entries`) | `DIR/ghasi.sock` |
 //! | Python | `kong-python-pluginserver -d bench/python -p DIR --socket-name python.sock [-g]` | `<prefix>/<socket-name>` |
 //! | JavaScript | `node kong-js-pluginserver --plugins-directory bench/js/plugins --kong-prefix DIR --sock-name js.sock` | `<kong-prefix>/<sock-name>` |
 //!
@@ -241,6 +241,29 @@ impl Drop for Server {
 fn free_local_port() -> anyhow::Result<SocketAddr> {
     let listener = TcpListener::bind("127.0.0.1:0").context("finding a free port")?;
     Ok(listener.local_addr()?)
+}
+
+/// How to build the server the benchmark needs.
+const BUILD: &str = "cargo build --release -p ghasi-plugin-server --features test-hooks (scripts/bench does)";
+
+/// Checks that `ghasi` is our server built with the `test-hooks` feature: the emulator
+/// micro-benchmark's floor is its test-only `ghasi-test-script` plugin and the revocation
+/// scenario moves its test clock, neither of which a release build contains. (Behind Kong's
+/// own client the floor is the zero server, and the shipped build is measured.)
+pub fn check_ghasi(ghasi: &Path) -> anyhow::Result<()> {
+    anyhow::ensure!(is_executable(ghasi), "{} not found: build it first: {BUILD}", ghasi.display());
+    let dump = Command::new(ghasi)
+        .arg("--dump")
+        .env("GHASI_TEST_PLUGINS", "1")
+        .stderr(Stdio::null())
+        .output()
+        .with_context(|| format!("running {} --dump", ghasi.display()))?;
+    anyhow::ensure!(
+        String::from_utf8_lossy(&dump.stdout).contains("ghasi-test-script"),
+        "{} was built without the test-hooks feature (the floor plugin, the test clock): {BUILD}",
+        ghasi.display()
+    );
+    Ok(())
 }
 
 /// True when `path` exists and is executable by someone.

@@ -194,8 +194,7 @@ impl ApiKeyLookup {
 
 /// Whether a plugin that ran earlier authenticated the request (it published groups).
 async fn already_authenticated(pdk: &mut Pdk) -> anyhow::Result<bool> {
-    let groups = pdk.ctx_shared().get("authenticated_groups").await.context("reading authenticated_groups")?;
-    Ok(groups.is_some_and(|g| g.as_array().is_some_and(|g| !g.is_empty())))
+    identity::already_authenticated(pdk).await.context("reading authenticated_groups")
 }
 
 /// Answers with `error`. The event's debug line carries the outcome and cache status; this
