@@ -25,7 +25,7 @@ use crate::clock::Clock;
 use crate::config::Settings;
 use crate::health::Health;
 use crate::keyed_hash::KeyedHash;
-use crate::plugins::api_key::cache::{KeyCache, DEFAULT_POSITIVE_CAPACITY, NEGATIVE_CAPACITY};
+use crate::plugins::api_key::cache::{KeyCache, NEGATIVE_CAPACITY};
 use crate::plugins::api_key::client::Pool;
 use crate::plugins::jwt::config::JwksTiming;
 use crate::plugins::jwt::jwks::JwksCache;
@@ -80,7 +80,7 @@ impl Services {
     /// isolates itself with.
     #[cfg(any(test, feature = "test-hooks"))]
     pub fn for_tests() -> Arc<Services> {
-        Services::new(Clock::adjustable(), DEFAULT_POSITIVE_CAPACITY)
+        Services::new(Clock::adjustable(), crate::plugins::api_key::cache::DEFAULT_POSITIVE_CAPACITY)
     }
 
     /// The API-key cache of one auth-service (`id`: see `api_key::cache::cache_id`).
