@@ -44,6 +44,7 @@ pub mod revocation;
 pub mod rpc;
 pub mod server;
 pub mod shutdown;
+pub mod trust_roots;
 pub mod warn_limiter;
 
 use std::time::Duration;

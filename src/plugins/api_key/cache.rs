@@ -52,7 +52,7 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use hashbrown::HashTable;
-use hmac::{Hmac, Mac};
+use hmac::{Hmac, KeyInit, Mac};
 use parking_lot::{Mutex, MutexGuard};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;

@@ -405,6 +405,7 @@ fn shared_client(base_url: &str, connect_timeout: Duration) -> Result<Arc<Shared
         .redirect(reqwest::redirect::Policy::none())
         // auth-service is internal; an HTTP(S)_PROXY from the environment must not see keys.
         .no_proxy()
+        .tls_certs_only(crate::trust_roots::mozilla())
         .user_agent(concat!("ghasi-plugin-server/", env!("CARGO_PKG_VERSION")))
         .build()
         .map_err(|e| format!("field 'auth_service_url': cannot build the HTTP client: {}", chain(&e)))?;

@@ -16,9 +16,9 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, LazyLock};
 
-use hmac::{Hmac, Mac};
+use hmac::{Hmac, KeyInit, Mac};
 use parking_lot::Mutex;
-use rand::RngCore;
+use rand::Rng;
 use sha2::Sha256;
 
 use super::jwks::JwkKey;
@@ -62,13 +62,13 @@ pub fn global() -> &'static VerifiedCache {
 impl VerifiedCache {
     pub fn new(capacity: usize) -> VerifiedCache {
         let mut hash_key = [0u8; 32];
-        rand::thread_rng().fill_bytes(&mut hash_key);
+        rand::rng().fill_bytes(&mut hash_key);
         VerifiedCache { hash_key, capacity: capacity.max(1), inner: Mutex::new(Inner::default()) }
     }
 
     /// The cache key of `token` as verified against `jwks_url`.
     pub fn key(&self, jwks_url: &str, token: &str) -> CacheKey {
-        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.hash_key).expect("HMAC takes any key length");
+        let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(&self.hash_key).expect("HMAC takes any key length");
         mac.update(jwks_url.as_bytes());
         mac.update(&[0]);
         mac.update(token.as_bytes());
