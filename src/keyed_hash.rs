@@ -7,7 +7,7 @@
 //! ≈ 2⁶⁴). The digest's own first 8 bytes serve as the hash-table hash (see
 //! [`Digest`] users): nobody without the pepper can aim inputs at one bucket.
 
-use hmac::{Hmac, Mac};
+use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
 
 /// The first 128 bits of the keyed hash.

@@ -18,7 +18,7 @@ pub mod message;
 use std::time::Duration;
 
 use futures::StreamExt;
-use rand::Rng;
+use rand::RngExt;
 use redis::aio::{PubSubSink, PubSubStream};
 
 use crate::health::RevocationHealth;
@@ -187,7 +187,7 @@ fn backoff(failures: u32) -> Duration {
         0 => Duration::from_millis(200),
         n => (Duration::from_millis(500) * (1u32 << (n - 1).min(10))).min(MAX_BACKOFF),
     };
-    base.mul_f64(rand::thread_rng().gen_range(0.5..=1.0))
+    base.mul_f64(rand::rng().random_range(0.5..=1.0))
 }
 
 #[cfg(test)]

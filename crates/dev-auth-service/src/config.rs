@@ -204,6 +204,14 @@ impl DevConfig {
         if ["/.well-known/", "/dev/", "/_dev/"].iter().any(|p| self.lookup_path.starts_with(p)) {
             bail!("lookup_path {:?} collides with the service's own routes", self.lookup_path);
         }
+        // A literal path: axum reads `{name}` as a capture and refuses segments starting with
+        // `:` or `*` (its pre-0.8 capture syntax), so such a path would not mean itself.
+        if self.lookup_path.contains(['{', '}']) || self.lookup_path.split('/').any(|s| s.starts_with([':', '*'])) {
+            bail!(
+                "lookup_path {:?} must be a literal path (no `{{`, `}}`, `:name` or `*name` segments)",
+                self.lookup_path
+            );
+        }
         if self.service_token.as_deref() == Some("") {
             bail!("service_token is empty (omit it to accept lookups without one)");
         }
@@ -336,6 +344,16 @@ api_keys:
             let err = DevConfig::from_yaml(&bad).err().unwrap_or_else(|| panic!("accepted: {why}"));
             assert!(!format!("{err:#}").contains("secret-one"), "{why}: error leaks a key");
         }
+    }
+
+    #[test]
+    fn lookup_path_must_be_literal() {
+        for bad in ["/keys/{id}", "/keys/:id", "/keys/*rest", "/:verify"] {
+            let err = DevConfig::from_yaml(&format!("{YAML}lookup_path: {bad:?}\n")).expect_err(bad);
+            assert!(format!("{err:#}").contains("must be a literal path"), "{bad}: {err:#}");
+        }
+        let ok = DevConfig::from_yaml(&format!("{YAML}lookup_path: /v1/api-keys:verify\n")).unwrap();
+        assert_eq!(ok.lookup_path, "/v1/api-keys:verify");
     }
 
     #[test]

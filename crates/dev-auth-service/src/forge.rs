@@ -73,11 +73,13 @@ impl Forge {
         self.hs256_with_secret(spec, pem.as_bytes(), Some(key.kid()))
     }
 
-    /// `alg: HS256` keyed with any `secret` (e.g. the JWK JSON), with the given header kid.
+    /// `alg: HS256` keyed with any non-empty `secret` (e.g. the JWK JSON), with the given header
+    /// kid (jsonwebtoken refuses an empty HMAC key).
     pub fn hs256_with_secret(&self, spec: &TokenSpec, secret: &[u8], kid: Option<&str>) -> String {
         let mut header = Header::new(jsonwebtoken::Algorithm::HS256);
         header.kid = kid.map(str::to_owned);
-        jsonwebtoken::encode(&header, &self.claims(spec), &EncodingKey::from_secret(secret)).expect("HS256")
+        let key = EncodingKey::from_secret(secret).expect("a non-empty HS256 secret");
+        jsonwebtoken::encode(&header, &self.claims(spec), &key).expect("HS256")
     }
 
     /// Bad signature: the kid of the current published key of the spec's alg (default RS256), but

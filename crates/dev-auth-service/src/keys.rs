@@ -3,9 +3,10 @@
 //!
 //! Why keys are generated at start instead of shipped: no private key, not even a dev one, ever
 //! lands in the repository, and every run gets fresh `kid`s, which is what a test of "unknown kid"
-//! or "rotation" needs anyway. P-256 and Ed25519 keys come from `ring` (already in the tree through
-//! `jsonwebtoken`, which signs with it); `ring` cannot generate RSA keys, so RustCrypto's `rsa`
-//! does that (2048 bits: the smallest size `ring` verifies).
+//! or "rotation" needs anyway. All three kinds come from `aws-lc-rs`, the library `jsonwebtoken`
+//! signs and verifies with (its `aws_lc_rs` backend), so no second crypto library, and no
+//! RustCrypto `rsa` (RUSTSEC-2023-0071), is needed; RSA keys are 2048 bits, the smallest size
+//! the verifier accepts.
 
 use std::fmt;
 use std::str::FromStr;
@@ -14,7 +15,7 @@ use anyhow::{anyhow, Context};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
-use rand::Rng;
+use rand::RngExt;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
@@ -145,7 +146,7 @@ impl SigningKey {
 
 /// A fresh random key id, e.g. `es256-5f0c9a1be27d`.
 pub fn random_kid(alg: Alg) -> String {
-    let bytes: [u8; 6] = rand::thread_rng().gen();
+    let bytes: [u8; 6] = rand::rng().random();
     let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
     format!("{}-{hex}", alg.as_str().to_ascii_lowercase())
 }
@@ -155,33 +156,72 @@ fn b64(bytes: &[u8]) -> String {
 }
 
 fn rsa_key(kid: String) -> anyhow::Result<SigningKey> {
-    use rsa::pkcs1::EncodeRsaPrivateKey;
-    use rsa::pkcs8::{EncodePublicKey, LineEnding};
-    use rsa::traits::PublicKeyParts;
+    use aws_lc_rs::encoding::{AsDer, Pkcs8V1Der, PublicKeyX509Der};
+    use aws_lc_rs::rsa::{KeyPair, KeySize};
+    use aws_lc_rs::signature::KeyPair as _;
 
-    let private = rsa::RsaPrivateKey::new(&mut rand::rngs::OsRng, RSA_BITS).context("RSA keygen")?;
-    let der = private.to_pkcs1_der().context("RSA key to PKCS#1")?;
-    let public = private.to_public_key();
-    let pem = public.to_public_key_pem(LineEnding::LF).context("RSA public key to PEM")?;
+    let pair = KeyPair::generate(KeySize::Rsa2048).map_err(|e| anyhow!("RSA keygen: {e}"))?;
+    let pkcs8: Pkcs8V1Der = pair.as_der().map_err(|e| anyhow!("RSA key to PKCS#8: {e}"))?;
+    let public = pair.public_key();
+    let spki: PublicKeyX509Der = public.as_der().map_err(|e| anyhow!("RSA public key to SPKI: {e}"))?;
     let jwk = json!({
         "kty": "RSA", "kid": kid, "alg": "RS256", "use": "sig",
-        "n": b64(&public.n().to_bytes_be()),
-        "e": b64(&public.e().to_bytes_be()),
+        "n": b64(public.modulus().big_endian_without_leading_zero()),
+        "e": b64(public.exponent().big_endian_without_leading_zero()),
     });
     Ok(SigningKey {
         kid,
         alg: Alg::RS256,
-        encoding: EncodingKey::from_rsa_der(der.as_bytes()),
+        encoding: EncodingKey::from_rsa_der(pkcs1_of_pkcs8(pkcs8.as_ref())?),
         jwk,
-        public_pem: Some(pem),
+        public_pem: Some(pem("PUBLIC KEY", spki.as_ref())),
     })
 }
 
+/// The PKCS#1 `RSAPrivateKey` inside a PKCS#8 `PrivateKeyInfo` (RFC 5208): aws-lc-rs exports
+/// RSA private keys as PKCS#8 only, and jsonwebtoken's `from_rsa_der` takes PKCS#1.
+/// `PrivateKeyInfo ::= SEQUENCE { version INTEGER, algorithm SEQUENCE, privateKey OCTET STRING, … }`.
+fn pkcs1_of_pkcs8(der: &[u8]) -> anyhow::Result<&[u8]> {
+    let (info, _) = der_field(der, 0x30)?;
+    let (_version, rest) = der_field(info, 0x02)?;
+    let (_algorithm, rest) = der_field(rest, 0x30)?;
+    let (private_key, _attributes) = der_field(rest, 0x04)?;
+    Ok(private_key)
+}
+
+/// One DER field with tag `tag` at the start of `der`: its contents and what follows it.
+fn der_field(der: &[u8], tag: u8) -> anyhow::Result<(&[u8], &[u8])> {
+    let [found, first, rest @ ..] = der else { anyhow::bail!("PKCS#8: truncated") };
+    anyhow::ensure!(*found == tag, "PKCS#8: tag {found:#04x} where {tag:#04x} belongs");
+    let (len, rest) = match *first {
+        short @ 0..=0x7f => (usize::from(short), rest),
+        long => {
+            let n = usize::from(long & 0x7f);
+            anyhow::ensure!((1..=4).contains(&n) && rest.len() >= n, "PKCS#8: bad length");
+            (rest[..n].iter().fold(0usize, |len, b| len << 8 | usize::from(*b)), &rest[n..])
+        }
+    };
+    anyhow::ensure!(rest.len() >= len, "PKCS#8: truncated");
+    Ok(rest.split_at(len))
+}
+
+/// PEM armour (RFC 7468): base64 in lines of 64 characters.
+fn pem(label: &str, der: &[u8]) -> String {
+    let text = base64::engine::general_purpose::STANDARD.encode(der);
+    let mut out = format!("-----BEGIN {label}-----\n");
+    for line in text.as_bytes().chunks(64) {
+        out.push_str(std::str::from_utf8(line).expect("base64 is ASCII"));
+        out.push('\n');
+    }
+    out.push_str(&format!("-----END {label}-----\n"));
+    out
+}
+
 fn ec_key(kid: String) -> anyhow::Result<SigningKey> {
-    use ring::signature::{EcdsaKeyPair, KeyPair, ECDSA_P256_SHA256_FIXED_SIGNING as P256};
-    let rng = ring::rand::SystemRandom::new();
+    use aws_lc_rs::signature::{EcdsaKeyPair, KeyPair, ECDSA_P256_SHA256_FIXED_SIGNING as P256};
+    let rng = aws_lc_rs::rand::SystemRandom::new();
     let pkcs8 = EcdsaKeyPair::generate_pkcs8(&P256, &rng).map_err(|e| anyhow!("P-256 keygen: {e}"))?;
-    let pair = EcdsaKeyPair::from_pkcs8(&P256, pkcs8.as_ref(), &rng).map_err(|e| anyhow!("P-256 key: {e}"))?;
+    let pair = EcdsaKeyPair::from_pkcs8(&P256, pkcs8.as_ref()).map_err(|e| anyhow!("P-256 key: {e}"))?;
     // Uncompressed SEC1 point: 0x04 || x (32 bytes) || y (32 bytes).
     let point = pair.public_key().as_ref();
     anyhow::ensure!(point.len() == 65 && point[0] == 4, "unexpected P-256 public key encoding");
@@ -194,8 +234,8 @@ fn ec_key(kid: String) -> anyhow::Result<SigningKey> {
 }
 
 fn ed_key(kid: String) -> anyhow::Result<SigningKey> {
-    use ring::signature::{Ed25519KeyPair, KeyPair};
-    let rng = ring::rand::SystemRandom::new();
+    use aws_lc_rs::signature::{Ed25519KeyPair, KeyPair};
+    let rng = aws_lc_rs::rand::SystemRandom::new();
     let pkcs8 = Ed25519KeyPair::generate_pkcs8(&rng).map_err(|e| anyhow!("Ed25519 keygen: {e}"))?;
     let pair = Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).map_err(|e| anyhow!("Ed25519 key: {e}"))?;
     let jwk = json!({
@@ -240,6 +280,33 @@ mod tests {
             &Validation::new(Algorithm::ES256),
         );
         assert!(res.is_err());
+    }
+
+    #[test]
+    fn the_rsa_public_pem_is_the_jwks_key() {
+        let key = SigningKey::generate(Alg::RS256).unwrap();
+        let pem = key.public_key_pem().unwrap();
+        assert!(pem.starts_with("-----BEGIN PUBLIC KEY-----\n") && pem.ends_with("\n-----END PUBLIC KEY-----\n"));
+        assert!(pem.lines().all(|l| l.len() <= 64));
+        let body: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
+        let spki = base64::engine::general_purpose::STANDARD.decode(body).unwrap();
+        let public = aws_lc_rs::rsa::PublicKey::from_der(&spki).unwrap();
+        assert_eq!(b64(public.modulus().big_endian_without_leading_zero()), key.jwk()["n"]);
+        assert_eq!(b64(public.exponent().big_endian_without_leading_zero()), key.jwk()["e"]);
+        assert!(SigningKey::generate(Alg::ES256).unwrap().public_key_pem().is_none());
+    }
+
+    #[test]
+    fn a_broken_pkcs8_document_is_an_error_not_a_panic() {
+        use aws_lc_rs::encoding::{AsDer, Pkcs8V1Der};
+        let pair = aws_lc_rs::rsa::KeyPair::generate(aws_lc_rs::rsa::KeySize::Rsa2048).unwrap();
+        let der: Pkcs8V1Der = pair.as_der().unwrap();
+        let pkcs1 = pkcs1_of_pkcs8(der.as_ref()).unwrap();
+        assert!(aws_lc_rs::rsa::KeyPair::from_der(pkcs1).is_ok());
+        for cut in [0, 1, 2, 10, der.as_ref().len() - 1] {
+            assert!(pkcs1_of_pkcs8(&der.as_ref()[..cut]).is_err(), "cut at {cut}");
+        }
+        assert!(pkcs1_of_pkcs8(&[0x04, 0x00]).is_err());
     }
 
     #[test]

@@ -9,7 +9,7 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::{anyhow, bail};
-use rand::Rng;
+use rand::RngExt;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
@@ -120,7 +120,7 @@ pub(crate) fn unix_now() -> i64 {
 
 /// 128 random bits, hex.
 pub(crate) fn random_jti() -> String {
-    let bytes: [u8; 16] = rand::thread_rng().gen();
+    let bytes: [u8; 16] = rand::rng().random();
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 

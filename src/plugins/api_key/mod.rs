@@ -26,7 +26,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use rand::Rng;
+use rand::RngExt;
 
 use self::cache::{CacheStatus, KeyCache, KeyIdentity, Lifetimes, Verdict};
 use self::client::AuthClient;
@@ -169,7 +169,7 @@ impl ApiKeyLookup {
             }
             Verdict::Invalid => deny(pdk, AuthError::CredentialInvalid, decided).await,
             Verdict::Unavailable => {
-                let retry_after_secs = rand::thread_rng().gen_range(RETRY_AFTER_SECS);
+                let retry_after_secs = rand::rng().random_range(RETRY_AFTER_SECS);
                 deny(pdk, AuthError::AuthorityUnavailable { retry_after_secs }, decided).await
             }
         }

@@ -36,7 +36,7 @@ use std::time::Duration;
 use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, KeyOperations, PublicKeyUse};
 use jsonwebtoken::{Algorithm, DecodingKey};
 use parking_lot::{Mutex, RwLock};
-use rand::Rng;
+use rand::RngExt;
 use serde_json::Value;
 
 use super::config::JwksTiming;
@@ -101,6 +101,8 @@ impl JwkKey {
             },
             // A symmetric key in a public key set is how algorithm confusion starts.
             AlgorithmParameters::OctetKey(_) => &[],
+            // A key type jsonwebtoken does not know (`Other`, or one added later): unusable.
+            _ => &[],
         };
         // A declared `alg` narrows the key to that one algorithm.
         let declared = jwk.common.key_algorithm.map(|a| a.to_string().parse::<Algorithm>());
@@ -254,7 +256,7 @@ pub struct JwksCache {
 fn backoff(failures: u32) -> Duration {
     let base = Duration::from_secs(1u64 << failures.saturating_sub(1).min(5)).min(MAX_BACKOFF);
     // Up to 20 % earlier, so that many servers do not retry in lock step.
-    base.mul_f64(1.0 - rand::thread_rng().gen_range(0.0..0.2))
+    base.mul_f64(1.0 - rand::rng().random_range(0.0..0.2))
 }
 
 fn ceil_secs(d: Duration) -> u64 {

@@ -1,4 +1,4 @@
-//! The proof: the signature check (jsonwebtoken, ring backend) and the claims that make an
+//! The proof: the signature check (jsonwebtoken, aws-lc-rs backend) and the claims that make an
 //! identity. No I/O, no clock, no cache (a first RSA/EC check runs on the blocking pool).
 //!
 //! Why jsonwebtoken's own time checks are off: it reads the system clock, and every time
@@ -191,7 +191,8 @@ mod tests {
         let mut header = jsonwebtoken::Header::new(Algorithm::HS256);
         header.kid = Some(rsa.kid().to_owned());
         let forged =
-            jsonwebtoken::encode(&header, &claims(), &jsonwebtoken::EncodingKey::from_secret(pem.as_bytes())).unwrap();
+            jsonwebtoken::encode(&header, &claims(), &jsonwebtoken::EncodingKey::from_secret(pem.as_bytes()).unwrap())
+                .unwrap();
         let r = verify_signature(&forged, Algorithm::HS256, jwk);
         assert_eq!(r.unwrap_err().reason, "key type does not match alg");
         // Even if the caller pinned RS256, the HS256 header does not match the pin.
