@@ -82,7 +82,7 @@ impl Graph {
     }
 }
 
-/// `src/a.rs` and `src/a/mod.rs` are module `a`, `src/a/b.rs` is `a::b`; `lib.rs` is the root ("").
+/// Under a crate's `src`: `a.rs` and `a/mod.rs` are module `a`, `a/b.rs` is `a::b`; `lib.rs` is the root ("").
 fn collect(root: &Path, dir: &Path, out: &mut BTreeMap<String, std::path::PathBuf>) {
     let mut entries: Vec<_> = std::fs::read_dir(dir).expect("reading src").flatten().map(|e| e.path()).collect();
     entries.sort();
