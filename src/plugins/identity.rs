@@ -14,6 +14,7 @@ use crate::pdk::request::Headers;
 use crate::pdk::service::HeaderChanges;
 use crate::pdk::{Pdk, PdkError};
 use crate::plugins::schema::{self, Field};
+use crate::plugins::StartError;
 
 /// The identity headers we write (lower-case).
 pub const IDENTITY_HEADERS: [&str; 4] = ["x-account-id", "x-user-id", "x-consumer-username", "x-credential-identifier"];
@@ -50,13 +51,14 @@ pub struct Reserved(Arc<[String]>);
 impl Reserved {
     /// `extra` must be validated header names; `credentials` are the names the plugin reads
     /// its credential from, which cannot also be reserved (they would be removed before use).
-    pub fn new(extra: &[String], credentials: &[&str]) -> Result<Reserved, String> {
+    pub fn new(extra: &[String], credentials: &[&str]) -> Result<Reserved, StartError> {
         let mut names: Vec<String> = RESERVED_HEADERS.iter().map(|n| (*n).to_owned()).collect();
         for name in extra {
             let name = name.to_ascii_lowercase();
             if credentials.iter().any(|c| c.eq_ignore_ascii_case(&name)) {
-                return Err(format!(
-                    "field 'extra_reserved_headers': {name:?} carries the credential this plugin reads"
+                return Err(StartError::field(
+                    "extra_reserved_headers",
+                    format!("{name:?} carries the credential this plugin reads"),
                 ));
             }
             if !names.contains(&name) {
@@ -318,6 +320,9 @@ mod tests {
         assert_eq!(r.names().len(), RESERVED_HEADERS.len() + 1, "lower-cased and deduplicated");
         assert!(r.names().iter().any(|n| n == "x-tenant") && r.names().iter().any(|n| n == "x-anonymous-consumer"));
         let err = Reserved::new(&["X-API-Key".into()], &["x-api-key"]).unwrap_err();
-        assert!(err.contains("field 'extra_reserved_headers'"), "{err}");
+        assert_eq!(
+            err,
+            StartError::field("extra_reserved_headers", "\"x-api-key\" carries the credential this plugin reads")
+        );
     }
 }

@@ -341,12 +341,33 @@ fn json_type(v: &Value) -> &'static str {
     }
 }
 
-/// Validates Kong's config JSON text against `fields`. On failure the message names every
+/// One field a config got wrong, and what is wrong with it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("field '{field}': {problem}")]
+pub struct FieldProblem {
+    pub field: &'static str,
+    pub problem: String,
+}
+
+/// A config the field table refuses. Every bad field is reported at once, so an operator
+/// fixes the decK YAML in one pass rather than one field per reload.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SchemaError {
+    #[error("config is not valid JSON: {0}")]
+    NotJson(String),
+    #[error("config must be a JSON object")]
+    NotAnObject,
+    /// `field 'a': …; field 'b': …`, in field-table order.
+    #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
+    Fields(Vec<FieldProblem>),
+}
+
+/// Validates Kong's config JSON text against `fields`. On failure the error names every
 /// bad field, e.g. `field 'jwks_url': required; field 'leeway': expected an integer, got "x"`.
-pub fn validate(fields: &[Field], config_json: &[u8]) -> Result<Map<String, Value>, String> {
-    let parsed: Value = serde_json::from_slice(config_json).map_err(|e| format!("config is not valid JSON: {e}"))?;
+pub fn validate(fields: &[Field], config_json: &[u8]) -> Result<Map<String, Value>, SchemaError> {
+    let parsed: Value = serde_json::from_slice(config_json).map_err(|e| SchemaError::NotJson(e.to_string()))?;
     let Value::Object(mut input) = parsed else {
-        return Err("config must be a JSON object".into());
+        return Err(SchemaError::NotAnObject);
     };
     let mut out = Map::new();
     let mut problems = Vec::new();
@@ -356,21 +377,21 @@ pub fn validate(fields: &[Field], config_json: &[u8]) -> Result<Map<String, Valu
                 if let Some(d) = field.default_json() {
                     out.insert(field.name.into(), d);
                 } else if field.required {
-                    problems.push(format!("field '{}': required", field.name));
+                    problems.push(FieldProblem { field: field.name, problem: "required".into() });
                 }
             }
             Some(v) => match field.check(v) {
                 Ok(v) => {
                     out.insert(field.name.into(), v);
                 }
-                Err(msg) => problems.push(format!("field '{}': {msg}", field.name)),
+                Err(problem) => problems.push(FieldProblem { field: field.name, problem }),
             },
         }
     }
     if problems.is_empty() {
         Ok(out)
     } else {
-        Err(problems.join("; "))
+        Err(SchemaError::Fields(problems))
     }
 }
 
@@ -408,11 +429,15 @@ mod tests {
     #[test]
     fn names_every_bad_field() {
         let err = validate(FIELDS, br#"{"ttl":"x","names":[],"mode":"log"}"#).unwrap_err();
+        let SchemaError::Fields(problems) = &err else { panic!("{err}") };
+        let named: Vec<_> = problems.iter().map(|p| p.field).collect();
+        assert_eq!(named, ["url", "ttl", "names", "mode"], "every bad field, in table order");
+        let err = err.to_string();
         assert!(err.contains("field 'url': required"), "{err}");
         assert!(err.contains("field 'ttl': expected an integer"), "{err}");
         assert!(err.contains("field 'names': needs at least 1"), "{err}");
         assert!(err.contains("field 'mode': must be one of strip, reject"), "{err}");
-        let err = validate(FIELDS, br#"{"url":"ftp://x","ttl":0}"#).unwrap_err();
+        let err = validate(FIELDS, br#"{"url":"ftp://x","ttl":0}"#).unwrap_err().to_string();
         assert!(err.contains("field 'url': must be an http") && err.contains("between 1 and 3600"), "{err}");
     }
 
@@ -428,6 +453,12 @@ mod tests {
         assert!(name.check(json!(["session"])).is_ok());
         assert!(name.check(json!(["a;b"])).unwrap_err().contains("not a valid header or cookie name"));
         assert!(name.check(json!(vec!["c"; DEFAULT_ITEMS_MAX + 1])).unwrap_err().contains("at most 32"));
+    }
+
+    #[test]
+    fn a_config_that_is_not_an_object_says_so() {
+        assert_eq!(validate(FIELDS, b"[1]"), Err(SchemaError::NotAnObject));
+        assert!(matches!(validate(FIELDS, b"{"), Err(SchemaError::NotJson(_))));
     }
 
     #[test]

@@ -2,13 +2,14 @@
 //! the field, because it ends up in Kong's error log (`dispatch` wraps it as
 //! `<plugin>: invalid config: <message>`) and an operator has to find the line of decK YAML.
 
+use super::schema::SchemaError;
+
 /// A config refused at StartInstance.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum StartError {
-    /// Refused by a check shared with other modules (the schema validation, the reserved
-    /// header list), which words its own message: `field '<name>': …`, one per problem.
-    #[error("{0}")]
-    Checked(String),
+    /// Refused by the field table ([`SchemaError`]: every bad field, each named).
+    #[error(transparent)]
+    Schema(#[from] SchemaError),
     /// The validated config does not fit the plugin's struct (a field table and struct out
     /// of step: a bug of ours, not the operator's).
     #[error("config: {0}")]
@@ -24,13 +25,6 @@ impl StartError {
     }
 }
 
-impl From<String> for StartError {
-    /// A message from a shared check (it already names the field).
-    fn from(message: String) -> StartError {
-        StartError::Checked(message)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -41,7 +35,8 @@ mod tests {
             StartError::field("key_names", "\"X-User-Id\" is reserved").to_string(),
             "field 'key_names': \"X-User-Id\" is reserved"
         );
-        let checked: StartError = "field 'ttl': expected an integer, got string".to_string().into();
-        assert_eq!(checked.to_string(), "field 'ttl': expected an integer, got string");
+        let problem = super::super::schema::FieldProblem { field: "ttl", problem: "expected an integer".into() };
+        let schema: StartError = SchemaError::Fields(vec![problem.clone(), problem]).into();
+        assert_eq!(schema.to_string(), "field 'ttl': expected an integer; field 'ttl': expected an integer");
     }
 }
