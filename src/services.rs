@@ -15,6 +15,7 @@
 //! Metrics are the one exception: see [`crate::metrics::global`] for why they stay a static.
 
 use std::collections::HashMap;
+use std::convert::Infallible;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Duration;
@@ -85,11 +86,10 @@ impl Services {
 
     /// The API-key cache of one auth-service (`id`: see `api_key::cache::cache_id`).
     pub fn api_key_cache(&self, id: &str) -> Arc<KeyCache> {
-        let mut caches = self.api_key_caches.lock();
-        let cache = caches.entry(id.to_owned()).or_insert_with(|| {
-            Arc::new(KeyCache::new(self.api_key_cache_entries, NEGATIVE_CAPACITY, self.clock.clone()))
+        let Ok(cache) = shared::<_, Infallible>(&self.api_key_caches, id, || {
+            Ok(KeyCache::new(self.api_key_cache_entries, NEGATIVE_CAPACITY, self.clock.clone()))
         });
-        Arc::clone(cache)
+        cache
     }
 
     /// Every API-key cache created so far (revocation messages name a key, not a service).
@@ -101,24 +101,12 @@ impl Services {
     /// instance bounds connecting for all; every call is also bounded as a whole by its own
     /// instance's `timeout_ms`.
     pub fn auth_service_pool(&self, base_url: &str, connect_timeout: Duration) -> Result<Arc<Pool>, reqwest::Error> {
-        let mut pools = self.auth_service_pools.lock();
-        if let Some(pool) = pools.get(base_url) {
-            return Ok(Arc::clone(pool));
-        }
-        let pool = Arc::new(Pool::new(base_url, connect_timeout)?);
-        pools.insert(base_url.to_owned(), Arc::clone(&pool));
-        Ok(pool)
+        shared(&self.auth_service_pools, base_url, || Pool::new(base_url, connect_timeout))
     }
 
     /// The JWKS cache of `url`, created on first use.
     pub fn jwks(&self, url: &str) -> Result<Arc<JwksCache>, reqwest::Error> {
-        let mut caches = self.jwks.lock();
-        if let Some(cache) = caches.get(url) {
-            return Ok(Arc::clone(cache));
-        }
-        let cache = Arc::new(JwksCache::new(url, self)?);
-        caches.insert(url.to_owned(), Arc::clone(&cache));
-        Ok(cache)
+        shared(&self.jwks, url, || JwksCache::new(url, self))
     }
 
     /// Starts loading the JWKS of `url` in the background (`--warm-jwks`), so `/ready` can
@@ -133,6 +121,22 @@ impl Services {
     pub fn jwks_caches(&self) -> Vec<(String, Arc<JwksCache>)> {
         self.jwks.lock().iter().map(|(url, cache)| (url.clone(), Arc::clone(cache))).collect()
     }
+}
+
+/// The entry of `key` in one of the per-upstream maps, made by `make` on first use. The lock is
+/// held while making it, so instances starting together on several shards share one entry.
+fn shared<T, E>(
+    map: &Mutex<HashMap<String, Arc<T>>>,
+    key: &str,
+    make: impl FnOnce() -> Result<T, E>,
+) -> Result<Arc<T>, E> {
+    let mut map = map.lock();
+    if let Some(found) = map.get(key) {
+        return Ok(Arc::clone(found));
+    }
+    let made = Arc::new(make()?);
+    map.insert(key.to_owned(), Arc::clone(&made));
+    Ok(made)
 }
 
 #[cfg(test)]
