@@ -23,6 +23,10 @@ use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
 use tokio::task::JoinHandle;
 
+// Only its buffer reader: the rest of tests/common drives the spawned binary.
+#[path = "common/raw.rs"]
+mod raw;
+
 /// Kong's own read timeout for an event, the production default of `--event-timeout-secs`.
 const EVENT_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -84,10 +88,7 @@ impl Conn {
     /// One value; `None` once the server has closed the connection.
     async fn read_value(&mut self) -> Option<Value> {
         loop {
-            let mut slice = &self.buf[..];
-            if let Ok(v) = rmpv::decode::read_value(&mut slice) {
-                let used = self.buf.len() - slice.len();
-                self.buf.drain(..used);
+            if let Some(v) = raw::take_value(&mut self.buf) {
                 return Some(v);
             }
             let mut chunk = [0u8; 4096];

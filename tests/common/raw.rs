@@ -9,6 +9,16 @@ use std::time::Duration;
 
 use rmpv::Value;
 
+/// The first whole value in `buf`, removed from it; `None` while it is incomplete. Shared with
+/// the in-process tier (tests/in_process.rs), which reads the same way from a duplex pipe.
+pub fn take_value(buf: &mut Vec<u8>) -> Option<Value> {
+    let mut slice = &buf[..];
+    let v = rmpv::decode::read_value(&mut slice).ok()?;
+    let used = buf.len() - slice.len();
+    buf.drain(..used);
+    Some(v)
+}
+
 pub struct Conn {
     stream: UnixStream,
     buf: Vec<u8>,
@@ -42,10 +52,7 @@ impl Conn {
     /// Reads one value; `None` on EOF (the server closed the connection).
     pub fn read_value(&mut self) -> Option<Value> {
         loop {
-            let mut slice = &self.buf[..];
-            if let Ok(v) = rmpv::decode::read_value(&mut slice) {
-                let used = self.buf.len() - slice.len();
-                self.buf.drain(..used);
+            if let Some(v) = take_value(&mut self.buf) {
                 return Some(v);
             }
             let mut chunk = [0u8; 4096];
